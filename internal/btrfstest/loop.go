@@ -1,0 +1,114 @@
+package btrfstest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// attachLoop binds image to a free loop device and returns the device's path
+// and a descriptor open on it.
+//
+// The device has LO_FLAGS_AUTOCLEAR: the kernel detaches it at its last close.
+// The caller keeps the returned descriptor open while the filesystem is
+// mounted and closes it in teardown, so a test process that dies at any point
+// after attachLoop leaves no bound device behind (a mount it made stays, as
+// mounts outlive processes, and the device goes with its unmount).
+func attachLoop(image string) (dev string, loopFD int, err error) {
+	imageFD, err := unix.Open(image, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", -1, &os.PathError{Op: "open", Path: image, Err: err}
+	}
+	// The loop device holds its own reference to the file once bound.
+	defer unix.Close(imageFD)
+	ctlFD, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", -1, &os.PathError{Op: "open", Path: "/dev/loop-control", Err: err}
+	}
+	defer unix.Close(ctlFD)
+
+	// Other goroutines and processes race for the same free device: whoever
+	// binds it second gets EBUSY and asks for another one.
+	const attempts = 100
+	for range attempts {
+		n, err := unix.IoctlRetInt(ctlFD, unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return "", -1, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
+		}
+		dev = fmt.Sprintf("/dev/loop%d", n)
+		loopFD, err = unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", -1, &os.PathError{Op: "open", Path: dev, Err: err}
+		}
+		err = bindLoop(loopFD, imageFD, image)
+		if err == nil {
+			return dev, loopFD, nil
+		}
+		unix.Close(loopFD)
+		if !errors.Is(err, unix.EBUSY) {
+			return "", -1, fmt.Errorf("%s: %w", dev, err)
+		}
+	}
+	return "", -1, fmt.Errorf("no free loop device after %d attempts: each was taken by another process first", attempts)
+}
+
+// bindLoop binds the loop device loopFD to imageFD with autoclear set.
+func bindLoop(loopFD, imageFD int, image string) error {
+	cfg := unix.LoopConfig{Fd: uint32(imageFD)}
+	cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+	// For losetup's listing only; the kernel truncates, so do we.
+	copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], image)
+	err := unix.IoctlLoopConfigure(loopFD, &cfg)
+	if err != unix.EINVAL && err != unix.ENOTTY {
+		if err != nil {
+			return fmt.Errorf("LOOP_CONFIGURE: %w", err)
+		}
+		return nil
+	}
+	// Kernels before 5.8 lack LOOP_CONFIGURE: bind, then set the flags.
+	if err := unix.IoctlSetInt(loopFD, unix.LOOP_SET_FD, imageFD); err != nil {
+		return fmt.Errorf("LOOP_SET_FD: %w", err)
+	}
+	if err := unix.IoctlLoopSetStatus64(loopFD, &cfg.Info); err != nil {
+		unix.IoctlSetInt(loopFD, unix.LOOP_CLR_FD, 0)
+		return fmt.Errorf("LOOP_SET_STATUS64: %w", err)
+	}
+	return nil
+}
+
+// detachLoop detaches the loop device dev, open as loopFD, from image, closes
+// loopFD, and waits until the kernel has really let go of the image.
+//
+// Holding loopFD open since attach guarantees the device is still ours: a bound
+// device cannot be rebound by anyone else. LOOP_CLR_FD detaches at the last
+// close, which is normally our close right below; if something else still has
+// the device open (a lazily detached filesystem), wait for it briefly.
+func detachLoop(loopFD int, dev, image string) error {
+	err := unix.IoctlSetInt(loopFD, unix.LOOP_CLR_FD, 0)
+	unix.Close(loopFD)
+	if err != nil && err != unix.ENXIO { // ENXIO: already detached
+		return fmt.Errorf("LOOP_CLR_FD %s: %w", dev, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for loopBackingFile(dev) == image {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("loop device %s still bound to %s: something still has it open", dev, image)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// loopBackingFile returns the file the loop device dev (/dev/loopN) is bound
+// to, or "" if it is not bound. A deleted file is reported by its old path.
+func loopBackingFile(dev string) string {
+	b, err := os.ReadFile("/sys/block/" + strings.TrimPrefix(dev, "/dev/") + "/loop/backing_file")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), " (deleted)")
+}

@@ -1,0 +1,255 @@
+package ioctl
+
+// Request numbers, constants and argument structs of the btrfs ioctl
+// interface, transcribed from the kernel's include/uapi/linux/btrfs.h and
+// btrfs_tree.h. Field names keep the kernel's (as x/sys/unix does); every
+// size and request number is pinned against the header by
+// headers_cgo_test.go.
+
+// Request numbers, as the kernel's _IO/_IOR/_IOW/_IOWR macros compute them on
+// linux/amd64 (and every architecture with the generic ioctl encoding).
+const (
+	BTRFS_IOC_SYNC                 = 0x9408     // _IO(0x94, 8)
+	BTRFS_IOC_SNAP_DESTROY         = 0x5000940f // _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
+	BTRFS_IOC_TREE_SEARCH          = 0xd0009411 // _IOWR(0x94, 17, struct btrfs_ioctl_search_args)
+	BTRFS_IOC_TREE_SEARCH_V2       = 0xc0709411 // _IOWR(0x94, 17, struct btrfs_ioctl_search_args_v2)
+	BTRFS_IOC_INO_LOOKUP           = 0xd0009412 // _IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args)
+	BTRFS_IOC_DEFAULT_SUBVOL       = 0x40089413 // _IOW(0x94, 19, __u64)
+	BTRFS_IOC_SPACE_INFO           = 0xc0109414 // _IOWR(0x94, 20, struct btrfs_ioctl_space_args)
+	BTRFS_IOC_WAIT_SYNC            = 0x40089416 // _IOW(0x94, 22, __u64)
+	BTRFS_IOC_SNAP_CREATE_V2       = 0x50009417 // _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
+	BTRFS_IOC_START_SYNC           = 0x80089418 // _IOR(0x94, 24, __u64)
+	BTRFS_IOC_SUBVOL_CREATE_V2     = 0x50009418 // _IOW(0x94, 24, struct btrfs_ioctl_vol_args_v2)
+	BTRFS_IOC_SUBVOL_GETFLAGS      = 0x80089419 // _IOR(0x94, 25, __u64)
+	BTRFS_IOC_SUBVOL_SETFLAGS      = 0x4008941a // _IOW(0x94, 26, __u64)
+	BTRFS_IOC_DEV_INFO             = 0xd000941e // _IOWR(0x94, 30, struct btrfs_ioctl_dev_info_args)
+	BTRFS_IOC_FS_INFO              = 0x8400941f // _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)
+	BTRFS_IOC_GET_SUBVOL_INFO      = 0x81f8943c // _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args)
+	BTRFS_IOC_GET_SUBVOL_ROOTREF   = 0xd000943d // _IOWR(0x94, 61, struct btrfs_ioctl_get_subvol_rootref_args)
+	BTRFS_IOC_INO_LOOKUP_USER      = 0xd000943e // _IOWR(0x94, 62, struct btrfs_ioctl_ino_lookup_user_args)
+	BTRFS_IOC_SNAP_DESTROY_V2      = 0x5000943f // _IOW(0x94, 63, struct btrfs_ioctl_vol_args_v2)
+	BTRFS_IOC_SUBVOL_SYNC_WAIT     = 0x40109441 // _IOW(0x94, 65, struct btrfs_ioctl_subvol_wait), kernel 6.13
+	BTRFS_IOCTL_MAGIC              = 0x94
+	BTRFS_SUPER_MAGIC              = 0x9123683e
+	BTRFS_FIRST_FREE_OBJECTID      = 256 // inode number of every subvolume's root directory
+	BTRFS_LAST_FREE_OBJECTID       = 0xffffffffffffff00
+	BTRFS_FS_TREE_OBJECTID         = 5 // the top-level subvolume
+	BTRFS_ROOT_TREE_OBJECTID       = 1
+	BTRFS_ORPHAN_OBJECTID          = 0xfffffffffffffffb // -5ULL
+	BTRFS_ORPHAN_ITEM_KEY          = 48
+	BTRFS_ROOT_ITEM_KEY            = 132
+	BTRFS_ROOT_BACKREF_KEY         = 144
+	BTRFS_ROOT_REF_KEY             = 156
+	BTRFS_VOL_NAME_MAX             = 255
+	BTRFS_PATH_NAME_MAX            = 4087
+	BTRFS_SUBVOL_NAME_MAX          = 4039
+	BTRFS_INO_LOOKUP_PATH_MAX      = 4080
+	BTRFS_INO_LOOKUP_USER_PATH_MAX = 4080 - BTRFS_VOL_NAME_MAX - 1
+	BTRFS_SEARCH_ARGS_BUFSIZE      = 4096 - SizeofSearchKey
+	BTRFS_MAX_ROOTREF_BUFFER_NUM   = 255
+	BTRFS_UUID_SIZE                = 16
+	BTRFS_FSID_SIZE                = 16
+	BTRFS_DEVICE_PATH_NAME_MAX     = 1024
+
+	BTRFS_SUBVOL_RDONLY           = 1 << 1
+	BTRFS_SUBVOL_QGROUP_INHERIT   = 1 << 2
+	BTRFS_SUBVOL_SPEC_BY_ID       = 1 << 4
+	BTRFS_SUBVOL_CREATE_ARGS_MASK = BTRFS_SUBVOL_RDONLY | BTRFS_SUBVOL_QGROUP_INHERIT
+	BTRFS_SUBVOL_DELETE_ARGS_MASK = BTRFS_SUBVOL_SPEC_BY_ID
+
+	BTRFS_SUBVOL_SYNC_WAIT_FOR_ONE    = 0
+	BTRFS_SUBVOL_SYNC_WAIT_FOR_QUEUED = 1
+	BTRFS_SUBVOL_SYNC_COUNT           = 2
+	BTRFS_SUBVOL_SYNC_PEEK_FIRST      = 3
+	BTRFS_SUBVOL_SYNC_PEEK_LAST       = 4
+
+	BTRFS_BLOCK_GROUP_DATA      = 1 << 0
+	BTRFS_BLOCK_GROUP_SYSTEM    = 1 << 1
+	BTRFS_BLOCK_GROUP_METADATA  = 1 << 2
+	BTRFS_SPACE_INFO_GLOBAL_RSV = 1 << 49
+)
+
+// Struct sizes, pinned against the kernel header.
+const (
+	SizeofVolArgs              = 4096
+	SizeofVolArgsV2            = 4096
+	SizeofSearchKey            = 104
+	SizeofSearchHeader         = 32
+	SizeofSearchArgs           = 4096
+	SizeofSearchArgsV2         = 112 // without the flexible buffer
+	SizeofInoLookupArgs        = 4096
+	SizeofInoLookupUserArgs    = 4096
+	SizeofGetSubvolInfoArgs    = 504
+	SizeofGetSubvolRootrefArgs = 4096
+	SizeofSpaceArgs            = 16 // without the flexible array
+	SizeofSpaceInfo            = 24
+	SizeofDevInfoArgs          = 4096
+	SizeofFsInfoArgs           = 1024
+	SizeofSubvolWait           = 16
+	SizeofTimespec             = 16
+	SizeofRootRef              = 18 // struct btrfs_root_ref, packed
+)
+
+// VolArgs is struct btrfs_ioctl_vol_args (SNAP_DESTROY).
+type VolArgs struct {
+	Fd   int64
+	Name [BTRFS_PATH_NAME_MAX + 1]byte
+}
+
+// VolArgsV2 is struct btrfs_ioctl_vol_args_v2 (SUBVOL_CREATE_V2,
+// SNAP_CREATE_V2, SNAP_DESTROY_V2). The kernel's trailing union of name,
+// devid and subvolid is Name; SetSubvolid writes the subvolid view.
+type VolArgsV2 struct {
+	Fd      int64
+	Transid uint64
+	Flags   uint64
+	Unused  [4]uint64 // union { struct { size; qgroup_inherit* }; unused[4] }
+	Name    [BTRFS_SUBVOL_NAME_MAX + 1]byte
+}
+
+// SearchKey is struct btrfs_ioctl_search_key.
+type SearchKey struct {
+	Tree_id      uint64
+	Min_objectid uint64
+	Max_objectid uint64
+	Min_offset   uint64
+	Max_offset   uint64
+	Min_transid  uint64
+	Max_transid  uint64
+	Min_type     uint32
+	Max_type     uint32
+	Nr_items     uint32
+	Unused       uint32
+	Unused1      uint64
+	Unused2      uint64
+	Unused3      uint64
+	Unused4      uint64
+}
+
+// SearchHeader is struct btrfs_ioctl_search_header, which precedes every
+// item in a tree search result buffer.
+type SearchHeader struct {
+	Transid  uint64
+	Objectid uint64
+	Offset   uint64
+	Type     uint32
+	Len      uint32
+}
+
+// SearchArgs is struct btrfs_ioctl_search_args (TREE_SEARCH).
+type SearchArgs struct {
+	Key SearchKey
+	Buf [BTRFS_SEARCH_ARGS_BUFSIZE]byte
+}
+
+// SearchArgsV2 is the fixed head of struct btrfs_ioctl_search_args_v2; the
+// kernel reads Buf_size bytes of result buffer directly after it.
+type SearchArgsV2 struct {
+	Key      SearchKey
+	Buf_size uint64
+}
+
+// InoLookupArgs is struct btrfs_ioctl_ino_lookup_args.
+type InoLookupArgs struct {
+	Treeid   uint64
+	Objectid uint64
+	Name     [BTRFS_INO_LOOKUP_PATH_MAX]byte
+}
+
+// InoLookupUserArgs is struct btrfs_ioctl_ino_lookup_user_args.
+type InoLookupUserArgs struct {
+	Dirid  uint64
+	Treeid uint64
+	Name   [BTRFS_VOL_NAME_MAX + 1]byte
+	Path   [BTRFS_INO_LOOKUP_USER_PATH_MAX]byte
+}
+
+// Timespec is struct btrfs_ioctl_timespec.
+type Timespec struct {
+	Sec  uint64
+	Nsec uint32
+	_    uint32
+}
+
+// GetSubvolInfoArgs is struct btrfs_ioctl_get_subvol_info_args.
+type GetSubvolInfoArgs struct {
+	Treeid        uint64
+	Name          [BTRFS_VOL_NAME_MAX + 1]byte
+	Parent_id     uint64
+	Dirid         uint64
+	Generation    uint64
+	Flags         uint64
+	Uuid          [BTRFS_UUID_SIZE]byte
+	Parent_uuid   [BTRFS_UUID_SIZE]byte
+	Received_uuid [BTRFS_UUID_SIZE]byte
+	Ctransid      uint64
+	Otransid      uint64
+	Stransid      uint64
+	Rtransid      uint64
+	Ctime         Timespec
+	Otime         Timespec
+	Stime         Timespec
+	Rtime         Timespec
+	Reserved      [8]uint64
+}
+
+// Rootref is one entry of GetSubvolRootrefArgs.
+type Rootref struct {
+	Treeid uint64
+	Dirid  uint64
+}
+
+// GetSubvolRootrefArgs is struct btrfs_ioctl_get_subvol_rootref_args.
+type GetSubvolRootrefArgs struct {
+	Min_treeid uint64
+	Rootref    [BTRFS_MAX_ROOTREF_BUFFER_NUM]Rootref
+	Num_items  uint8
+	Align      [7]uint8
+}
+
+// SpaceArgs is the fixed head of struct btrfs_ioctl_space_args; Space_slots
+// SpaceInfo entries follow it.
+type SpaceArgs struct {
+	Space_slots  uint64
+	Total_spaces uint64
+}
+
+// SpaceInfo is struct btrfs_ioctl_space_info.
+type SpaceInfo struct {
+	Flags       uint64
+	Total_bytes uint64
+	Used_bytes  uint64
+}
+
+// DevInfoArgs is struct btrfs_ioctl_dev_info_args.
+type DevInfoArgs struct {
+	Devid       uint64
+	Uuid        [BTRFS_UUID_SIZE]byte
+	Bytes_used  uint64
+	Total_bytes uint64
+	Unused      [379]uint64
+	Path        [BTRFS_DEVICE_PATH_NAME_MAX]byte
+}
+
+// FsInfoArgs is struct btrfs_ioctl_fs_info_args.
+type FsInfoArgs struct {
+	Max_id          uint64
+	Num_devices     uint64
+	Fsid            [BTRFS_FSID_SIZE]byte
+	Nodesize        uint32
+	Sectorsize      uint32
+	Clone_alignment uint32
+	Csum_type       uint16
+	Csum_size       uint16
+	Flags           uint64
+	Generation      uint64
+	Metadata_uuid   [BTRFS_FSID_SIZE]byte
+	Reserved        [944]byte
+}
+
+// SubvolWait is struct btrfs_ioctl_subvol_wait (SUBVOL_SYNC_WAIT, 6.13).
+type SubvolWait struct {
+	Subvolid uint64
+	Mode     uint32
+	Count    uint32
+}

@@ -1,0 +1,235 @@
+package ioctl
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sync commits the current transaction of the filesystem holding path and
+// waits for it (BTRFS_IOC_SYNC, which also flushes delayed allocation and
+// wakes the cleaner thread that frees deleted subvolumes).
+//
+// Privilege: none. Kernel: any. Concurrency: safe; concurrent calls share
+// commits.
+func Sync(path string) error {
+	const op = "BTRFS_IOC_SYNC"
+	fd, err := openDir(unix.AT_FDCWD, path)
+	if err != nil {
+		return pathErr("open", path, err)
+	}
+	defer unix.Close(fd)
+	if err := CheckBtrfs(fd); err != nil {
+		return pathErr(op, path, err)
+	}
+	if err := SyncFS(fd); err != nil {
+		return pathErr(op, path, err)
+	}
+	return nil
+}
+
+// rootItemRefs is the offset of the u32 refs field of a root item: 0 once
+// the subvolume has been deleted.
+const rootItemRefs = 216
+
+// WaitDeleted returns once the deleted subvolumes with the given ids, or all
+// deleted subvolumes if no id is given, have been cleaned by the kernel, so
+// that their space is free. It forces a transaction commit first: cleanup
+// starts only after the commit that records the deletion, which would
+// otherwise come with the periodic commit (30 s by default).
+//
+// An id whose subvolume is gone (or never existed) is done at once; an id
+// whose subvolume exists and is not deleted gives an error matching
+// fs.ErrExist, since waiting for it would never end. It returns ctx.Err()
+// when ctx ends first.
+//
+// How it waits: with CAP_SYS_ADMIN it polls the root tree for the
+// subvolumes' root items (tree search), with a back-off from 0.5 ms to
+// 50 ms, which notices the end of a cleanup within milliseconds. Without it,
+// on kernel 6.13 or later it blocks in BTRFS_IOC_SUBVOL_SYNC_WAIT, which
+// needs no privilege but checks only once a second. Without either it
+// returns an error matching fs.ErrPermission.
+//
+// Concurrency: safe; deletions made while it waits are not waited for
+// unless their ids were given (and, unprivileged without ids, may be).
+func WaitDeleted(ctx context.Context, path string, ids ...uint64) error {
+	fd, err := openDir(unix.AT_FDCWD, path)
+	if err != nil {
+		return pathErr("open", path, err)
+	}
+	defer unix.Close(fd)
+	if err := CheckBtrfs(fd); err != nil {
+		return pathErr("BTRFS_IOC_SYNC", path, err)
+	}
+	if err := SyncFS(fd); err != nil {
+		return pathErr("BTRFS_IOC_SYNC", path, err)
+	}
+	err = waitTreeSearch(ctx, fd, ids)
+	if errors.Is(err, unix.EPERM) {
+		err = waitSubvolSync(ctx, fd, ids)
+		if errors.Is(err, ErrNotSupported) {
+			err = fmt.Errorf("waiting needs CAP_SYS_ADMIN (tree search) or kernel 6.13 (SUBVOL_SYNC_WAIT): %w", unix.EPERM)
+		}
+	}
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return err
+	}
+	return pathErr("wait deleted", path, err)
+}
+
+// deletedIDs lists the subvolumes deleted but not yet cleaned: the orphan
+// items of the root tree (CAP_SYS_ADMIN).
+func deletedIDs(fd int) ([]uint64, error) {
+	var ids []uint64
+	err := searchAll(fd, SearchKey{
+		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
+		Min_objectid: BTRFS_ORPHAN_OBJECTID, Max_objectid: BTRFS_ORPHAN_OBJECTID,
+		Min_type: BTRFS_ORPHAN_ITEM_KEY, Max_type: BTRFS_ORPHAN_ITEM_KEY,
+		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
+	}, func(h *SearchHeader, _ []byte) bool {
+		ids = append(ids, h.Offset)
+		return true
+	})
+	return ids, err
+}
+
+// rootRefs returns the refs count of subvolume id's root item, or found
+// false when the root item is gone.
+func rootRefs(fd int, id uint64) (refs uint32, found bool, err error) {
+	key := SearchKey{
+		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
+		Min_objectid: id, Max_objectid: id,
+		Min_type: BTRFS_ROOT_ITEM_KEY, Max_type: BTRFS_ROOT_ITEM_KEY,
+		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
+	}
+	err = searchAll(fd, key, func(h *SearchHeader, data []byte) bool {
+		found = true
+		if len(data) >= rootItemRefs+4 {
+			refs = binary.LittleEndian.Uint32(data[rootItemRefs:])
+		}
+		return false
+	})
+	return refs, found, err
+}
+
+func waitTreeSearch(ctx context.Context, fd int, ids []uint64) error {
+	if len(ids) == 0 {
+		var err error
+		if ids, err = deletedIDs(fd); err != nil {
+			return err
+		}
+	}
+	delay := 500 * time.Microsecond
+	var timer *time.Timer
+	for _, id := range ids {
+		for {
+			refs, found, err := rootRefs(fd, id)
+			if err != nil {
+				return err
+			}
+			if !found {
+				break
+			}
+			if refs > 0 {
+				return fmt.Errorf("subvolume %d is not deleted: %w", id, unix.EEXIST)
+			}
+			if timer == nil {
+				timer = time.NewTimer(delay)
+				defer timer.Stop()
+			} else {
+				timer.Reset(delay)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-timer.C:
+			}
+			delay = min(2*delay, 50*time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// waitSubvolSync waits with BTRFS_IOC_SUBVOL_SYNC_WAIT (6.13, no privilege).
+func waitSubvolSync(ctx context.Context, fd int, ids []uint64) error {
+	if len(ids) > 0 {
+		for _, id := range ids {
+			if err := subvolSyncOne(ctx, fd, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for {
+		// PEEK_LAST: the subvolume queued last, cleaned after the others.
+		args := SubvolWait{Mode: BTRFS_SUBVOL_SYNC_PEEK_LAST}
+		if err := SubvolSyncWait(fd, &args); err != nil {
+			if err == unix.ENOTTY {
+				return ErrNotSupported
+			}
+			return err
+		}
+		if args.Subvolid == 0 {
+			return nil
+		}
+		if err := subvolSyncOne(ctx, fd, args.Subvolid); err != nil {
+			return err
+		}
+	}
+}
+
+// subvolSyncOne blocks in SUBVOL_SYNC_WAIT for one id. The kernel sleeps
+// interruptibly, so ctx is honoured by signalling the blocked thread, which
+// makes the ioctl return EINTR.
+func subvolSyncOne(ctx context.Context, fd int, id uint64) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		// Repeat: the first signal may land before the thread sleeps.
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			unix.Tgkill(unix.Getpid(), tid, unix.SIGURG)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	for {
+		args := SubvolWait{Subvolid: id, Mode: BTRFS_SUBVOL_SYNC_WAIT_FOR_ONE}
+		err := SubvolSyncWait(fd, &args)
+		switch err {
+		case nil, unix.ENOENT: // cleaned now, or already gone
+			return nil
+		case unix.EINTR:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		case unix.EEXIST:
+			return fmt.Errorf("subvolume %d is not deleted: %w", id, unix.EEXIST)
+		case unix.ENOTTY:
+			return ErrNotSupported
+		default:
+			return err
+		}
+	}
+}
