@@ -52,9 +52,11 @@ const rootItemRefs = 216
 // How it waits: with CAP_SYS_ADMIN it polls the root tree for the
 // subvolumes' root items (tree search), with a back-off from 0.5 ms to
 // 50 ms, which notices the end of a cleanup within milliseconds. Without it,
-// on kernel 6.13 or later it blocks in BTRFS_IOC_SUBVOL_SYNC_WAIT, which
-// needs no privilege but checks only once a second. Without either it
-// returns an error matching fs.ErrPermission.
+// on kernel 6.13 or later it uses BTRFS_IOC_SUBVOL_SYNC_WAIT, which needs no
+// privilege but on its own answers only after the next periodic commit; it
+// is driven with commits and short deadlines instead (see subvolSyncOne).
+// Without either it returns an error matching fs.ErrPermission. A final
+// commit releases the cleaned subvolumes' space.
 //
 // Concurrency: safe; deletions made while it waits are not waited for
 // unless their ids were given (and, unprivileged without ids, may be).
@@ -76,6 +78,10 @@ func WaitDeleted(ctx context.Context, path string, ids ...uint64) error {
 		if errors.Is(err, ErrNotSupported) {
 			err = fmt.Errorf("waiting needs CAP_SYS_ADMIN (tree search) or kernel 6.13 (SUBVOL_SYNC_WAIT): %w", unix.EPERM)
 		}
+	}
+	if err == nil {
+		// Space of a cleaned subvolume is released by the next commit.
+		err = SyncFS(fd)
 	}
 	switch {
 	case err == nil:
@@ -187,36 +193,20 @@ func waitSubvolSync(ctx context.Context, fd int, ids []uint64) error {
 	}
 }
 
-// subvolSyncOne blocks in SUBVOL_SYNC_WAIT for one id. The kernel sleeps
-// interruptibly, so ctx is honoured by signalling the blocked thread, which
-// makes the ioctl return EINTR.
+// subvolSyncOne waits for one id with SUBVOL_SYNC_WAIT. The kernel drops
+// a cleaned subvolume from its lookup table only at the next transaction
+// commit and rechecks only once a second, so left alone it would answer
+// up to 30 s late. Instead: commit, then ask with a deadline after which
+// the sleeping thread is signalled (the ioctl then returns EINTR), and
+// repeat with a growing deadline.
 func subvolSyncOne(ctx context.Context, fd int, id uint64) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	tid := unix.Gettid()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-done:
-			return
-		case <-ctx.Done():
-		}
-		// Repeat: the first signal may land before the thread sleeps.
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			unix.Tgkill(unix.Getpid(), tid, unix.SIGURG)
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	limit := time.Millisecond
 	for {
+		if err := SyncFS(fd); err != nil {
+			return err
+		}
 		args := SubvolWait{Subvolid: id, Mode: BTRFS_SUBVOL_SYNC_WAIT_FOR_ONE}
-		err := SubvolSyncWait(fd, &args)
+		err := interruptAfter(ctx, limit, func() error { return SubvolSyncWait(fd, &args) })
 		switch err {
 		case nil, unix.ENOENT: // cleaned now, or already gone
 			return nil
@@ -224,6 +214,7 @@ func subvolSyncOne(ctx context.Context, fd int, id uint64) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			limit = min(2*limit, time.Second)
 		case unix.EEXIST:
 			return fmt.Errorf("subvolume %d is not deleted: %w", id, unix.EEXIST)
 		case unix.ENOTTY:
@@ -232,4 +223,40 @@ func subvolSyncOne(ctx context.Context, fd int, id uint64) error {
 			return err
 		}
 	}
+}
+
+// interruptAfter runs a blocking, interruptible system call on a locked OS
+// thread, and from limit on (or once ctx ends) signals that thread with
+// SIGURG, which the Go runtime ignores, until the call returns. The signal
+// is repeated because the first may land before the thread sleeps.
+func interruptAfter(ctx context.Context, limit time.Duration, call func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	pid, tid := unix.Getpid(), unix.Gettid()
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		timer := time.NewTimer(limit)
+		defer timer.Stop()
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		case <-timer.C:
+		}
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			unix.Tgkill(pid, tid, unix.SIGURG)
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	err := call()
+	close(done)
+	<-exited // no signal is sent after the thread is unlocked
+	return err
 }
