@@ -1,0 +1,44 @@
+# btrstore: see README.md. Every target installs what it needs (as root) or
+# says which command would.
+GO      ?= go
+SHELL   := /bin/bash
+APT_PKGS := btrfs-progs gcc linux-libc-dev
+ROOT    := $(shell id -u)
+
+.PHONY: deps test lint vmtest demo
+
+# deps installs the packages the tests use (mkfs.btrfs and btrfs for the
+# fixture and cross-checks, a C compiler and linux/btrfs.h for the header
+# oracle), or prints the command when not root.
+deps:
+	@missing=""; \
+	command -v mkfs.btrfs >/dev/null || missing="$$missing btrfs-progs"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	[ -f /usr/include/linux/btrfs.h ] || missing="$$missing linux-libc-dev"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$(ROOT)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else \
+			echo "missing:$$missing; run: sudo apt-get install -y$$missing"; \
+		fi; \
+	fi
+
+# test runs every package's tests, with the race detector. Privileged tests
+# need root; set BTRFS_TEST_REQUIRE=1 to make them fail rather than skip
+# when they cannot run.
+test: deps lint
+	$(GO) test -race -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# demo runs examples/demo on a throw-away loop-mounted btrfs (root only).
+demo: deps
+	@if [ "$(ROOT)" != 0 ]; then echo "make demo needs root (it mounts a loop device)"; exit 1; fi
+	@set -e; d=$$(mktemp -d); \
+	trap 'umount "$$d/mnt" 2>/dev/null; rm -rf "$$d"' EXIT; \
+	truncate -s 1G "$$d/image"; mkfs.btrfs -q "$$d/image" >/dev/null; mkdir "$$d/mnt"; \
+	mount -o loop "$$d/image" "$$d/mnt"; \
+	$(GO) run ./examples/demo "$$d/mnt"
