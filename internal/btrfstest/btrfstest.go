@@ -10,8 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/btrstore/btrstore/internal/loopfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -159,10 +159,10 @@ func New(t testing.TB, opts ...Option) *FS {
 	if err := os.Mkdir(fsys.Path, 0o755); err != nil {
 		t.Fatalf("btrfstest: %v", err)
 	}
-	if err := makeImage(fsys.Image, cfg.size); err != nil {
+	if err := loopfs.Format(fsys.Image, cfg.size); err != nil {
 		t.Fatalf("btrfstest: %v", err)
 	}
-	fsys.Device, fsys.loopFD, err = attachLoop(fsys.Image)
+	fsys.Device, fsys.loopFD, err = loopfs.Attach(fsys.Image)
 	if err != nil {
 		SkipOrFail(t, "btrfstest: attach loop device: %v", err)
 	}
@@ -189,28 +189,6 @@ func New(t testing.TB, opts ...Option) *FS {
 		}
 	}
 	return fsys
-}
-
-// makeImage creates a sparse image of the given size and formats it.
-func makeImage(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	// Formatting the file rather than the loop device saves the discard that
-	// mkfs issues on block devices.
-	out, err := exec.Command("mkfs.btrfs", "-q", "-f", path).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("mkfs.btrfs -q -f %s: %v\n%s", path, err, out)
-	}
-	return nil
 }
 
 // btrfsSupportHint explains a failed mount as far as /proc/filesystems can.
@@ -241,7 +219,7 @@ func (f *FS) Remount(t testing.TB, flags uintptr, data string) {
 func (f *FS) teardown(t testing.TB) {
 	t.Helper()
 	if f.mounted {
-		detached, err := unmount(f.Path)
+		detached, err := loopfs.Unmount(f.Path)
 		if err != nil {
 			t.Errorf("btrfstest: unmount %s: %v", f.Path, err)
 			// Removing the directory below would fail or, worse, recurse
@@ -253,7 +231,7 @@ func (f *FS) teardown(t testing.TB) {
 		}
 	}
 	if f.loopFD >= 0 {
-		if err := detachLoop(f.loopFD, f.Device, f.Image); err != nil {
+		if err := loopfs.Detach(f.loopFD, f.Device, f.Image); err != nil {
 			t.Errorf("btrfstest: %v", err)
 		}
 		f.loopFD = -1
@@ -263,22 +241,4 @@ func (f *FS) teardown(t testing.TB) {
 			t.Errorf("btrfstest: %v", err)
 		}
 	}
-}
-
-// unmount unmounts dir, retrying for a while when it is busy (a process may
-// still be closing files in it) and then detaching it lazily. A dir that is no
-// longer a mount point (the test unmounted it) is fine.
-func unmount(dir string) (detached bool, err error) {
-	for range 100 {
-		err = unix.Unmount(dir, 0)
-		switch err {
-		case nil, unix.EINVAL:
-			return false, nil
-		case unix.EBUSY:
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		return false, err
-	}
-	return true, unix.Unmount(dir, unix.MNT_DETACH)
 }

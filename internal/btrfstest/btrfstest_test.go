@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/btrstore/btrstore/internal/loopfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -119,7 +120,7 @@ func TestNewIsEmptyBtrfs(t *testing.T) {
 	if entries, err := os.ReadDir(fs.Path); err != nil || len(entries) != 0 {
 		t.Errorf("ReadDir(%s) = %v, %v; want empty", fs.Path, entries, err)
 	}
-	if got := loopBackingFile(fs.Device); got != fs.Image {
+	if got := loopfs.BackingFile(fs.Device); got != fs.Image {
 		t.Errorf("%s is bound to %q, want %q", fs.Device, got, fs.Image)
 	}
 	if _, after := mountInfo(t, fs.Path); len(after) < 2 || after[0] != "btrfs" || after[1] != fs.Device {
@@ -197,7 +198,7 @@ func TestCleanupRemovesEverything(t *testing.T) {
 	if before, _ := mountInfo(t, fs.Path); before != nil {
 		t.Errorf("%s still mounted", fs.Path)
 	}
-	if got := loopBackingFile(fs.Device); got == fs.Image {
+	if got := loopfs.BackingFile(fs.Device); got == fs.Image {
 		t.Errorf("%s still bound to %s", fs.Device, got)
 	}
 	for _, p := range []string{fs.Image, fs.Path, filepath.Dir(fs.Path)} {
@@ -251,16 +252,16 @@ func TestAutoclear(t *testing.T) {
 	if err := os.Truncate(image, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	dev, fd, err := attachLoop(image)
+	dev, fd, err := loopfs.Attach(image)
 	if err != nil {
 		SkipOrFail(t, "attach loop device: %v", err)
 	}
-	if got := loopBackingFile(dev); got != image {
+	if got := loopfs.BackingFile(dev); got != image {
 		unix.Close(fd)
 		t.Fatalf("%s bound to %q, want %q", dev, got, image)
 	}
 	unix.Close(fd)
-	if got := loopBackingFile(dev); got == image {
+	if got := loopfs.BackingFile(dev); got == image {
 		t.Errorf("%s still bound to %s after its last close", dev, image)
 	}
 }

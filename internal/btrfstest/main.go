@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btrstore/btrstore/internal/loopfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,7 +171,7 @@ func loopsBoundUnder(dir string) []string {
 	var loops []string
 	for _, p := range paths {
 		dev := "/dev/" + filepath.Base(p)
-		if file := loopBackingFile(dev); strings.HasPrefix(file, dir+"/") {
+		if file := loopfs.BackingFile(dev); strings.HasPrefix(file, dir+"/") {
 			loops = append(loops, dev+" ("+file+")")
 		}
 	}

@@ -1,24 +1,28 @@
-package btrfstest
+// Package loopfs makes loop-mounted btrfs filesystems from image files:
+// the test fixture and the examples use it. It binds loop devices by ioctl
+// (LOOP_CTL_GET_FREE, LOOP_CONFIGURE) and formats images with mkfs.btrfs.
+package loopfs
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// attachLoop binds image to a free loop device and returns the device's path
+// Attach binds image to a free loop device and returns the device's path
 // and a descriptor open on it.
 //
 // The device has LO_FLAGS_AUTOCLEAR: the kernel detaches it at its last close.
 // The caller keeps the returned descriptor open while the filesystem is
 // mounted and closes it in teardown, so a test process that dies at any point
-// after attachLoop leaves no bound device behind (a mount it made stays, as
+// after Attach leaves no bound device behind (a mount it made stays, as
 // mounts outlive processes, and the device goes with its unmount).
-func attachLoop(image string) (dev string, loopFD int, err error) {
+func Attach(image string) (dev string, loopFD int, err error) {
 	imageFD, err := unix.Open(image, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", -1, &os.PathError{Op: "open", Path: image, Err: err}
@@ -80,21 +84,21 @@ func bindLoop(loopFD, imageFD int, image string) error {
 	return nil
 }
 
-// detachLoop detaches the loop device dev, open as loopFD, from image, closes
+// Detach detaches the loop device dev, open as loopFD, from image, closes
 // loopFD, and waits until the kernel has really let go of the image.
 //
 // Holding loopFD open since attach guarantees the device is still ours: a bound
 // device cannot be rebound by anyone else. LOOP_CLR_FD detaches at the last
 // close, which is normally our close right below; if something else still has
 // the device open (a lazily detached filesystem), wait for it briefly.
-func detachLoop(loopFD int, dev, image string) error {
+func Detach(loopFD int, dev, image string) error {
 	err := unix.IoctlSetInt(loopFD, unix.LOOP_CLR_FD, 0)
 	unix.Close(loopFD)
 	if err != nil && err != unix.ENXIO { // ENXIO: already detached
 		return fmt.Errorf("LOOP_CLR_FD %s: %w", dev, err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for loopBackingFile(dev) == image {
+	for BackingFile(dev) == image {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("loop device %s still bound to %s: something still has it open", dev, image)
 		}
@@ -103,12 +107,53 @@ func detachLoop(loopFD int, dev, image string) error {
 	return nil
 }
 
-// loopBackingFile returns the file the loop device dev (/dev/loopN) is bound
+// BackingFile returns the file the loop device dev (/dev/loopN) is bound
 // to, or "" if it is not bound. A deleted file is reported by its old path.
-func loopBackingFile(dev string) string {
+func BackingFile(dev string) string {
 	b, err := os.ReadFile("/sys/block/" + strings.TrimPrefix(dev, "/dev/") + "/loop/backing_file")
 	if err != nil {
 		return ""
 	}
 	return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), " (deleted)")
+}
+
+// Format creates a sparse image of the given size at path and formats it
+// with mkfs.btrfs (the one step that needs the btrfs-progs binary).
+func Format(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	// Formatting the file rather than the loop device saves the discard that
+	// mkfs issues on block devices.
+	out, err := exec.Command("mkfs.btrfs", "-q", "-f", path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mkfs.btrfs -q -f %s: %v\n%s", path, err, out)
+	}
+	return nil
+}
+
+// Unmount unmounts dir, retrying for a while when it is busy (a process may
+// still be closing files in it) and then detaching it lazily. A dir that is no
+// longer a mount point (the test unmounted it) is fine.
+func Unmount(dir string) (detached bool, err error) {
+	for range 100 {
+		err = unix.Unmount(dir, 0)
+		switch err {
+		case nil, unix.EINVAL:
+			return false, nil
+		case unix.EBUSY:
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		return false, err
+	}
+	return true, unix.Unmount(dir, unix.MNT_DETACH)
 }
