@@ -98,7 +98,8 @@ type VolArgs struct {
 
 // VolArgsV2 is struct btrfs_ioctl_vol_args_v2 (SUBVOL_CREATE_V2,
 // SNAP_CREATE_V2, SNAP_DESTROY_V2). The kernel's trailing union of name,
-// devid and subvolid is Name; SetSubvolid writes the subvolid view.
+// devid and subvolid is Name; a subvolid goes into its first 8 bytes in
+// native byte order (see DeleteSubvolumeByID).
 type VolArgsV2 struct {
 	Fd      int64
 	Transid uint64
