@@ -5,7 +5,7 @@ SHELL   := /bin/bash
 APT_PKGS := btrfs-progs gcc linux-libc-dev
 ROOT    := $(shell id -u)
 
-.PHONY: deps test lint vmtest demo
+.PHONY: deps test lint vmtest demo example-snapshot
 
 # deps installs the packages the tests use (mkfs.btrfs and btrfs for the
 # fixture and cross-checks, a C compiler and linux/btrfs.h for the header
@@ -34,11 +34,17 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# demo runs examples/demo on a throw-away loop-mounted btrfs (root only).
+# demo runs the main job, examples/builder, on its embedded default build.
+# As root it keeps a btrfs image under ~/.local/state/btrstore-builder,
+# mounted only while it runs; run it twice to see every step cached.
 demo: deps
-	@if [ "$(ROOT)" != 0 ]; then echo "make demo needs root (it mounts a loop device)"; exit 1; fi
+	$(GO) run ./examples/builder
+
+# example-snapshot runs examples/snapshot on a throw-away loop-mounted btrfs.
+example-snapshot: deps
+	@if [ "$(ROOT)" != 0 ]; then echo "needs root (it mounts a loop device)"; exit 1; fi
 	@set -e; d=$$(mktemp -d); \
 	trap 'umount "$$d/mnt" 2>/dev/null; rm -rf "$$d"' EXIT; \
 	truncate -s 1G "$$d/image"; mkfs.btrfs -q "$$d/image" >/dev/null; mkdir "$$d/mnt"; \
 	mount -o loop "$$d/image" "$$d/mnt"; \
-	$(GO) run ./examples/demo "$$d/mnt"
+	$(GO) run ./examples/snapshot "$$d/mnt"

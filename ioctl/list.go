@@ -102,7 +102,7 @@ func (w *walker) treeSearch(fd int, id uint64, rel string) {
 	}
 	var children []child
 	bad := false
-	err := searchAll(fd, SearchKey{
+	err := searchAll(fd, nil, SearchKey{
 		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
 		Min_objectid: id, Max_objectid: id,
 		Min_type: BTRFS_ROOT_REF_KEY, Max_type: BTRFS_ROOT_REF_KEY,

@@ -43,12 +43,16 @@ func searchItems(buf []byte, n uint32, fn func(h *SearchHeader, data []byte) boo
 // searchAll runs a tree search for key over every matching item, paging
 // through results, and calls fn for each item until fn returns false. key
 // must fix objectid and type, so that paging advances the offset only.
-func searchAll(fd int, key SearchKey, fn func(h *SearchHeader, data []byte) bool) error {
-	var args SearchArgs
+// args is the 4 KiB buffer to use (it escapes to the heap, since fn sees
+// slices of it): pollers pass one to reuse, others nil.
+func searchAll(fd int, args *SearchArgs, key SearchKey, fn func(h *SearchHeader, data []byte) bool) error {
+	if args == nil {
+		args = new(SearchArgs)
+	}
 	args.Key = key
 	for {
 		args.Key.Nr_items = math.MaxUint32
-		if err := TreeSearch(fd, &args); err != nil {
+		if err := TreeSearch(fd, args); err != nil {
 			return err
 		}
 		if args.Key.Nr_items == 0 {
@@ -147,7 +151,7 @@ func rootItem(fd int, id uint64, info *SubvolInfo) (found bool, err error) {
 		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
 	}
 	bad := false
-	err = searchAll(fd, key, func(h *SearchHeader, data []byte) bool {
+	err = searchAll(fd, nil, key, func(h *SearchHeader, data []byte) bool {
 		found = true
 		if info != nil && !parseRootItem(data, info) {
 			bad = true
@@ -186,7 +190,7 @@ func pathFromTop(fd int, id uint64) (string, error) {
 		var parent uint64
 		var ref rootRef
 		ok := false
-		err := searchAll(fd, key, func(h *SearchHeader, data []byte) bool {
+		err := searchAll(fd, nil, key, func(h *SearchHeader, data []byte) bool {
 			parent = h.Offset
 			ref, ok = parseRootRef(data)
 			return false

@@ -96,7 +96,7 @@ func WaitDeleted(ctx context.Context, path string, ids ...uint64) error {
 // items of the root tree (CAP_SYS_ADMIN).
 func deletedIDs(fd int) ([]uint64, error) {
 	var ids []uint64
-	err := searchAll(fd, SearchKey{
+	err := searchAll(fd, nil, SearchKey{
 		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
 		Min_objectid: BTRFS_ORPHAN_OBJECTID, Max_objectid: BTRFS_ORPHAN_OBJECTID,
 		Min_type: BTRFS_ORPHAN_ITEM_KEY, Max_type: BTRFS_ORPHAN_ITEM_KEY,
@@ -110,14 +110,14 @@ func deletedIDs(fd int) ([]uint64, error) {
 
 // rootRefs returns the refs count of subvolume id's root item, or found
 // false when the root item is gone.
-func rootRefs(fd int, id uint64) (refs uint32, found bool, err error) {
+func rootRefs(fd int, args *SearchArgs, id uint64) (refs uint32, found bool, err error) {
 	key := SearchKey{
 		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
 		Min_objectid: id, Max_objectid: id,
 		Min_type: BTRFS_ROOT_ITEM_KEY, Max_type: BTRFS_ROOT_ITEM_KEY,
 		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
 	}
-	err = searchAll(fd, key, func(h *SearchHeader, data []byte) bool {
+	err = searchAll(fd, args, key, func(h *SearchHeader, data []byte) bool {
 		found = true
 		if len(data) >= rootItemRefs+4 {
 			refs = binary.LittleEndian.Uint32(data[rootItemRefs:])
@@ -136,9 +136,10 @@ func waitTreeSearch(ctx context.Context, fd int, ids []uint64) error {
 	}
 	delay := 500 * time.Microsecond
 	var timer *time.Timer
+	args := new(SearchArgs) // reused by every poll
 	for _, id := range ids {
 		for {
-			refs, found, err := rootRefs(fd, id)
+			refs, found, err := rootRefs(fd, args, id)
 			if err != nil {
 				return err
 			}

@@ -1,9 +1,9 @@
-// Command demo shows the native layer on a btrfs directory: it creates a
+// Command snapshot shows the native layer on a btrfs directory: it creates a
 // subvolume, snapshots it read-only, lists, deletes recursively and waits
-// until the kernel has cleaned up, timing each step. `make demo` runs it
-// on a throw-away loop-mounted btrfs.
+// until the kernel has cleaned up, timing each step. `make example-snapshot`
+// runs it on a throw-away loop-mounted btrfs.
 //
-// Usage: demo DIR   (DIR on btrfs; needs root or CAP_SYS_ADMIN)
+// Usage: snapshot DIR   (DIR on btrfs; needs root or CAP_SYS_ADMIN)
 package main
 
 import (
@@ -18,11 +18,11 @@ import (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: demo DIR (a directory on btrfs)")
+		fmt.Fprintln(os.Stderr, "usage: snapshot DIR (a directory on btrfs)")
 		os.Exit(2)
 	}
 	if err := run(os.Args[1]); err != nil {
-		fmt.Fprintln(os.Stderr, "demo:", err)
+		fmt.Fprintln(os.Stderr, "snapshot:", err)
 		os.Exit(1)
 	}
 }

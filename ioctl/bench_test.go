@@ -1,0 +1,381 @@
+package ioctl
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/btrstore/btrstore/internal/btrfstest"
+	"golang.org/x/sys/unix"
+)
+
+// Benchmarks of the native layer against what it replaces (DESIGN.md,
+// "Performance anchors"), side by side as sub-benchmarks of one run:
+//
+//	impl=btrstore       the fd-relative wrappers (CreateSubvolumeAt, ...)
+//	impl=btrstore-path  the path forms (CreateSubvolume, ...)
+//	impl=syscall        the bare ioctl on a prefilled struct, as a C program
+//	                    would issue it: no magic check, no verification
+//	impl=cli            fork/exec of the btrfs command per operation
+//
+// Each sub-benchmark gets its own filesystem, and whatever its operations
+// consume (subvolumes to delete, names) is made before the timer starts, so
+// the loops are classic b.N loops. b.N is the number of subvolumes left on
+// the filesystem, so fix it with -benchtime Nx rather than a duration, and
+// on a shared machine prefer several -count 1 runs, which interleave the
+// impls, to one -count 6 run, which runs each impl's samples back to back:
+//
+//	go test -run '^$' -bench '^BenchmarkCreate$|^BenchmarkDelete$' -benchtime 200x -benchmem -count 1 ./ioctl/
+//	go test -run '^$' -bench '^BenchmarkSnapshotReadOnly$' -benchtime 100x -benchmem -count 1 ./ioctl/
+//	go test -run '^$' -bench '^BenchmarkDeleteWait$' -benchtime 30x -benchmem -count 1 ./ioctl/
+//
+// BenchmarkDeleteWait/impl=cli waits for `btrfs subvolume sync`, about 30 s
+// per operation; it runs only with BTRFS_BENCH_CLI_SYNC=1, and then with
+// -benchtime 1x.
+
+// benchImageSize is the size of each benchmark's (sparse) filesystem image:
+// room for thousands of subvolumes.
+const benchImageSize = 3 << 30
+
+// benchFileCount subvolumes' worth of small files make a snapshot source or
+// a deleted subvolume realistic: the kernel has extents to share or free.
+const (
+	benchFileCount = 100
+	benchFileSize  = 3000 // above max_inline (2048), so each file has an extent
+)
+
+// cliSyncEnv enables BenchmarkDeleteWait/impl=cli.
+const cliSyncEnv = "BTRFS_BENCH_CLI_SYNC"
+
+// newBenchFS returns a fresh filesystem's mount point and a directory fd on
+// it, both released in b's cleanup.
+func newBenchFS(b *testing.B) (root string, rootFd int) {
+	b.Helper()
+	fsys := btrfstest.New(b, btrfstest.Size(benchImageSize))
+	return fsys.Path, mustOpenDir(b, fsys.Path)
+}
+
+// benchNames returns n subvolume names, prefix followed by the index, made
+// before the timer starts so that no implementation pays for formatting.
+func benchNames(prefix string, n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = prefix + strconv.Itoa(i)
+	}
+	return names
+}
+
+// benchPaths is benchNames joined to dir.
+func benchPaths(dir, prefix string, n int) []string {
+	paths := benchNames(prefix, n)
+	for i, name := range paths {
+		paths[i] = filepath.Join(dir, name)
+	}
+	return paths
+}
+
+// benchFill writes benchFileCount small files into dir.
+func benchFill(b *testing.B, dir string) {
+	b.Helper()
+	content := []byte(strings.Repeat("x", benchFileSize))
+	for i := range benchFileCount {
+		if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i)), content, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchCommit commits the transaction, so that the timed operations do not
+// pay for flushing their setup.
+func benchCommit(b *testing.B, fd int) {
+	b.Helper()
+	if err := SyncFS(fd); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// btrfsBinary returns the path of the btrfs command, or skips b.
+func btrfsBinary(b *testing.B) string {
+	b.Helper()
+	bin, err := exec.LookPath("btrfs")
+	if err != nil {
+		b.Skipf("no btrfs command to compare with (%v); install btrfs-progs", err)
+	}
+	return bin
+}
+
+// runBtrfs runs the btrfs command bin, as a program shelling out would.
+func runBtrfs(b *testing.B, bin string, args ...string) {
+	if err := exec.Command(bin, args...).Run(); err != nil {
+		b.Fatalf("btrfs %s: %v", strings.Join(args, " "), err)
+	}
+}
+
+// ioctlBare issues an ioctl exactly as a C program would.
+func ioctlBare(b *testing.B, fd int, req uintptr, arg unsafe.Pointer) {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg)); e != 0 {
+		b.Fatalf("ioctl %#x: %v", req, e)
+	}
+}
+
+func BenchmarkCreate(b *testing.B) {
+	b.Run("impl=btrstore", func(b *testing.B) {
+		_, rootFd := newBenchFS(b)
+		names := benchNames("s", b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if err := CreateSubvolumeAt(rootFd, names[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=btrstore-path", func(b *testing.B) {
+		root, _ := newBenchFS(b)
+		paths := benchPaths(root, "s", b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if err := CreateSubvolume(paths[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=syscall", func(b *testing.B) {
+		_, rootFd := newBenchFS(b)
+		names := benchNames("s", b.N)
+		var args VolArgsV2
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			args.Name[copy(args.Name[:], names[i])] = 0
+			ioctlBare(b, rootFd, BTRFS_IOC_SUBVOL_CREATE_V2, unsafe.Pointer(&args))
+		}
+	})
+	b.Run("impl=cli", func(b *testing.B) {
+		bin := btrfsBinary(b)
+		root, _ := newBenchFS(b)
+		paths := benchPaths(root, "s", b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			runBtrfs(b, bin, "subvolume", "create", paths[i])
+		}
+	})
+}
+
+// BenchmarkSnapshotReadOnly snapshots one source holding benchFileCount
+// files into one directory. Every snapshot commits a transaction with that
+// directory locked, so they serialize: that is the cost being measured.
+func BenchmarkSnapshotReadOnly(b *testing.B) {
+	// setup returns the source and the destination directory, committed.
+	setup := func(b *testing.B) (src, dstDir string) {
+		root, rootFd := newBenchFS(b)
+		src, dstDir = filepath.Join(root, "src"), filepath.Join(root, "snaps")
+		if err := CreateSubvolumeAt(rootFd, "src"); err != nil {
+			b.Fatal(err)
+		}
+		benchFill(b, src)
+		if err := os.Mkdir(dstDir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		benchCommit(b, rootFd)
+		return src, dstDir
+	}
+	b.Run("impl=btrstore", func(b *testing.B) {
+		src, dstDir := setup(b)
+		srcFd, dstFd := mustOpenDir(b, src), mustOpenDir(b, dstDir)
+		names := benchNames("s", b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if err := SnapshotAt(srcFd, dstFd, names[i], SnapshotReadOnly); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=btrstore-path", func(b *testing.B) {
+		src, dstDir := setup(b)
+		paths := benchPaths(dstDir, "s", b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if err := Snapshot(src, paths[i], SnapshotReadOnly); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=syscall", func(b *testing.B) {
+		src, dstDir := setup(b)
+		srcFd, dstFd := mustOpenDir(b, src), mustOpenDir(b, dstDir)
+		names := benchNames("s", b.N)
+		args := VolArgsV2{Fd: int64(srcFd), Flags: BTRFS_SUBVOL_RDONLY}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			args.Name[copy(args.Name[:], names[i])] = 0
+			ioctlBare(b, dstFd, BTRFS_IOC_SNAP_CREATE_V2, unsafe.Pointer(&args))
+		}
+	})
+	b.Run("impl=cli", func(b *testing.B) {
+		bin := btrfsBinary(b)
+		src, dstDir := setup(b)
+		paths := benchPaths(dstDir, "s", b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			runBtrfs(b, bin, "subvolume", "snapshot", "-r", src, paths[i])
+		}
+	})
+}
+
+// setupDelete creates b.N empty subvolumes named by benchNames("s", b.N) on
+// a fresh filesystem and commits them.
+func setupDelete(b *testing.B) (root string, rootFd int) {
+	b.Helper()
+	root, rootFd = newBenchFS(b)
+	for _, name := range benchNames("s", b.N) {
+		if err := CreateSubvolumeAt(rootFd, name); err != nil {
+			b.Fatal(err)
+		}
+	}
+	benchCommit(b, rootFd)
+	return root, rootFd
+}
+
+func BenchmarkDelete(b *testing.B) {
+	b.Run("impl=btrstore", func(b *testing.B) {
+		_, rootFd := setupDelete(b)
+		names := benchNames("s", b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if err := DeleteSubvolumeAt(rootFd, names[i], 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=btrstore-path", func(b *testing.B) {
+		root, _ := setupDelete(b)
+		paths := benchPaths(root, "s", b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if err := DeleteSubvolume(paths[i], 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=syscall", func(b *testing.B) {
+		_, rootFd := setupDelete(b)
+		names := benchNames("s", b.N)
+		var args VolArgs
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			args.Name[copy(args.Name[:], names[i])] = 0
+			ioctlBare(b, rootFd, BTRFS_IOC_SNAP_DESTROY, unsafe.Pointer(&args))
+		}
+	})
+	b.Run("impl=cli", func(b *testing.B) {
+		bin := btrfsBinary(b)
+		root, _ := setupDelete(b)
+		paths := benchPaths(root, "s", b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			runBtrfs(b, bin, "subvolume", "delete", paths[i])
+		}
+	})
+}
+
+// BenchmarkDeleteWait deletes a subvolume holding benchFileCount files and
+// waits until the kernel has cleaned it, so that its space is free.
+func BenchmarkDeleteWait(b *testing.B) {
+	// setup returns the subvolumes' paths and ids, committed.
+	setup := func(b *testing.B) (root string, rootFd int, paths []string, ids []uint64) {
+		root, rootFd = newBenchFS(b)
+		paths = benchPaths(root, "s", b.N)
+		for _, p := range paths {
+			if err := CreateSubvolume(p); err != nil {
+				b.Fatal(err)
+			}
+			benchFill(b, p)
+			ids = append(ids, subvolID(b, p))
+		}
+		benchCommit(b, rootFd)
+		return root, rootFd, paths, ids
+	}
+	b.Run("impl=btrstore", func(b *testing.B) {
+		root, rootFd, _, ids := setup(b)
+		names := benchNames("s", b.N)
+		ctx := b.Context()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if err := DeleteSubvolumeAt(rootFd, names[i], 0); err != nil {
+				b.Fatal(err)
+			}
+			if err := WaitDeleted(ctx, root, ids[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=cli", func(b *testing.B) {
+		if os.Getenv(cliSyncEnv) != "1" {
+			b.Skipf("btrfs subvolume sync takes about 30 s per operation; set %s=1 (and -benchtime 1x) to run it", cliSyncEnv)
+		}
+		bin := btrfsBinary(b)
+		root, _, paths, ids := setup(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			runBtrfs(b, bin, "subvolume", "delete", paths[i])
+			runBtrfs(b, bin, "subvolume", "sync", root, strconv.FormatUint(ids[i], 10))
+		}
+	})
+}
+
+// TestWrapperAllocs pins the heap allocations per call of create, snapshot
+// and delete on success: the 4 KiB argument structs stay on the stack, so
+// what is left is x/sys/unix's NUL-terminated copy of each path or name it
+// passes to a system call (openat of the parent in the path forms, fstatat
+// of the new subvolume in the verification after a create or snapshot).
+func TestWrapperAllocs(t *testing.T) {
+	fsys := btrfstest.New(t)
+	rootFd := mustOpenDir(t, fsys.Path)
+	src := filepath.Join(fsys.Path, "src")
+	mustCreate(t, fsys.Path, "src")
+	srcFd := mustOpenDir(t, src)
+	const runs = 50
+	names := benchNames("a", runs+1) // AllocsPerRun calls once more to warm up
+	paths := benchPaths(fsys.Path, "a", runs+1)
+	for _, tc := range []struct {
+		op   string
+		max  float64 // string conversions for system calls
+		call func(i int) error
+	}{
+		{"CreateSubvolumeAt", 1, func(i int) error { return CreateSubvolumeAt(rootFd, names[i]) }},
+		{"DeleteSubvolumeAt", 0, func(i int) error { return DeleteSubvolumeAt(rootFd, names[i], 0) }},
+		{"SnapshotAt", 1, func(i int) error { return SnapshotAt(srcFd, rootFd, names[i], SnapshotReadOnly) }},
+		{"DeleteSubvolumeAt of a snapshot", 0, func(i int) error { return DeleteSubvolumeAt(rootFd, names[i], 0) }},
+		{"CreateSubvolume", 2, func(i int) error { return CreateSubvolume(paths[i]) }},
+		{"DeleteSubvolume", 1, func(i int) error { return DeleteSubvolume(paths[i], 0) }},
+	} {
+		i := 0
+		allocs := testing.AllocsPerRun(runs, func() {
+			if err := tc.call(i); err != nil {
+				t.Fatal(err)
+			}
+			i++
+		})
+		t.Logf("%s: %v allocations per call", tc.op, allocs)
+		if allocs > tc.max {
+			t.Errorf("%s allocates %v objects per call, want at most %v", tc.op, allocs, tc.max)
+		}
+	}
+}
