@@ -24,8 +24,9 @@ const (
 //
 // Privilege: with CAP_SYS_ADMIN the root tree is searched directly (and
 // every nested subvolume is found, whatever the directory permissions);
-// without it the unprivileged ioctls are used, which only see subvolumes
-// whose directories the caller may search. Kernel: 4.18. Concurrency: safe,
+// without it the unprivileged ioctls are used, which need search permission
+// on the directories holding nested subvolumes (the iteration yields EACCES
+// otherwise). Kernel: 4.18. Concurrency: safe,
 // but subvolumes created or deleted during the iteration may or may not be
 // seen.
 func Subvolumes(path string) iter.Seq2[SubvolInfo, error] {
