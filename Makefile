@@ -5,7 +5,7 @@ SHELL   := /bin/bash
 APT_PKGS := btrfs-progs gcc linux-libc-dev
 ROOT    := $(shell id -u)
 
-.PHONY: deps test lint vmtest demo example-snapshot
+.PHONY: deps test lint vmtest demo demo-vm example-snapshot
 
 # deps installs the packages the tests use (mkfs.btrfs and btrfs for the
 # fixture and cross-checks, a C compiler and linux/btrfs.h for the header
@@ -48,3 +48,18 @@ example-snapshot: deps
 	truncate -s 1G "$$d/image"; mkfs.btrfs -q "$$d/image" >/dev/null; mkdir "$$d/mnt"; \
 	mount -o loop "$$d/image" "$$d/mnt"; \
 	$(GO) run ./examples/snapshot "$$d/mnt"
+
+# vmtest runs the privileged tests inside qemu (TCG: no root, no KVM) with a
+# btrfs disk, once per kernel of VMTEST_KERNELS (default 6.1,6.12), fetched with
+# apt-get download into ~/.cache/btrstore-vmtest.
+# Narrow it with e.g. make vmtest VMTEST_ARGS='-v -run TestBuild ./store'.
+VMTEST_ARGS ?=
+vmtest:
+	@command -v qemu-system-x86_64 >/dev/null || { echo "missing qemu; run: sudo apt-get install -y --no-install-recommends qemu-system-x86 btrfs-progs xz-utils"; exit 1; }
+	$(GO) run ./test/vm $(VMTEST_ARGS)
+
+# demo-vm runs the builder's demo (the embedded build, twice) inside the VM:
+# the way to see it without root.
+demo-vm:
+	@command -v qemu-system-x86_64 >/dev/null || { echo "missing qemu; run: sudo apt-get install -y --no-install-recommends qemu-system-x86 btrfs-progs xz-utils"; exit 1; }
+	$(GO) run ./test/vm -kernels 6.12 -v -run TestDemo ./examples/builder

@@ -99,10 +99,13 @@ func runStep(ctx context.Context, s *store.Store, spec *Spec, st Step, dir strin
 			}
 		}()
 	}
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", st.Run)
+	// sh from PATH on the host (the VM harness puts it in /usr/sbin),
+	// the rootfs's own /bin/sh in a chroot.
+	cmd := exec.CommandContext(ctx, "sh", "-c", st.Run)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = rootfs
 	if spec.Chroot {
+		cmd.Path, cmd.Err = "/bin/sh", nil
 		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: rootfs}
 		cmd.Dir = "/"
 	}

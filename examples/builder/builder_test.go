@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/store"
+)
+
+func TestMain(m *testing.M) { btrfstest.Main(m) }
+
+// captureStdout runs fn and returns what it printed, echoing it to the test
+// log so that `make demo-vm` shows the build.
+func captureStdout(t *testing.T, fn func() error) (string, error) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = w
+	done := make(chan []byte)
+	go func() { b, _ := io.ReadAll(r); done <- b }()
+	err = fn()
+	os.Stdout = old
+	w.Close()
+	out := <-done
+	r.Close()
+	t.Logf("builder output:\n%s", out)
+	return string(out), err
+}
+
+// TestDemo runs the embedded default build twice: the first run builds every
+// step, the second finds every result cached. `make demo-vm` runs it in the VM.
+func TestDemo(t *testing.T) {
+	fsys := btrfstest.New(t)
+	spec, err := parseSpec(defaultSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := store.Open(ctx, fsys.Path, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	first, err := captureStdout(t, func() error { return run(ctx, s, spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(first, "built in"); n != len(spec.Steps) {
+		t.Errorf("first run built %d steps, want %d", n, len(spec.Steps))
+	}
+	second, err := captureStdout(t, func() error { return run(ctx, s, spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(second, "cached"); n != len(spec.Steps) {
+		t.Errorf("second run cached %d steps, want %d", n, len(spec.Steps))
+	}
+	// The last result holds the work of every step, and the cache kept the
+	// download.
+	last := stepChain(spec)[len(spec.Steps)-1]
+	res, err := s.Result(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, err := os.ReadFile(filepath.Join(res, "rootfs/report"))
+	if err != nil || string(report) != "all 101 lines present\n" {
+		t.Errorf("report = %q, %v", report, err)
+	}
+	lease, err := s.Cache(ctx, "downloads", store.Owner{UID: os.Getuid(), GID: os.Getgid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release(ctx)
+	if b, err := os.ReadFile(filepath.Join(lease.Path(), "payload")); err != nil || !bytes.Equal(b, []byte("fetched payload\n")) {
+		t.Errorf("cache payload = %q, %v", b, err)
+	}
+}
+
+// stepChain returns the ids of spec's steps.
+func stepChain(spec *Spec) []string {
+	var ids []string
+	parent := ""
+	for _, st := range spec.Steps {
+		parent = stepID(parent, spec, st)
+		ids = append(ids, parent)
+	}
+	return ids
+}
+
+func TestFailingStepReportsLog(t *testing.T) {
+	fsys := btrfstest.New(t)
+	spec, err := parseSpec([]byte(`{"steps":[{"run":"echo preparing; echo bad thing >&2; exit 3"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := store.Open(ctx, fsys.Path, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := captureStdout(t, func() error { return run(ctx, s, spec) })
+	if err == nil || !strings.Contains(err.Error(), "bad thing") || !strings.Contains(err.Error(), "exit status 3") {
+		t.Errorf("error %v does not carry the step's log and status", err)
+	}
+	if !strings.Contains(out, "FAILED") {
+		t.Errorf("output does not report the failure:\n%s", out)
+	}
+	if _, err := s.Result(stepChain(spec)[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed step left a result: %v", err)
+	}
+}
+
+func TestParseSpecRejects(t *testing.T) {
+	for _, bad := range []string{
+		`{}`,
+		`{"steps":[{"run":" "}]}`,
+		`{"steps":[{"run":"x","caches":[{"name":"c","target":"/abs"}]}]}`,
+		`{"steps":[{"run":"x","caches":[{"name":"c","target":"a/../../b"}]}]}`,
+		`{"chroot":true,"steps":[{"run":"x"}]}`,
+		`{"steps":[{"run":"x"}],"unknown":1}`,
+	} {
+		if _, err := parseSpec([]byte(bad)); err == nil {
+			t.Errorf("parseSpec(%s) accepted", bad)
+		}
+	}
+}
