@@ -5,7 +5,7 @@ SHELL   := /bin/bash
 APT_PKGS := btrfs-progs gcc linux-libc-dev
 ROOT    := $(shell id -u)
 
-.PHONY: deps test lint vmtest demo demo-vm example-snapshot
+.PHONY: deps test lint vmtest demo demo-vm example-snapshot fuzz
 
 # deps installs the packages the tests use (mkfs.btrfs and btrfs for the
 # fixture and cross-checks, a C compiler and linux/btrfs.h for the header
@@ -63,3 +63,15 @@ vmtest:
 demo-vm:
 	@command -v qemu-system-x86_64 >/dev/null || { echo "missing qemu; run: sudo apt-get install -y --no-install-recommends qemu-system-x86 btrfs-progs xz-utils"; exit 1; }
 	$(GO) run ./test/vm -kernels 6.12 -v -run TestDemo ./examples/builder
+
+# fuzz runs each fuzz target for FUZZTIME on top of its seed corpus
+# (testdata/fuzz/<FuzzName>); go test takes one -fuzz target per run.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMountInfo$$' -fuzztime $(FUZZTIME) ./kernel
+	$(GO) test -run '^$$' -fuzz '^FuzzSearchItems$$' -fuzztime $(FUZZTIME) ./ioctl
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRootRef$$' -fuzztime $(FUZZTIME) ./ioctl
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRootItem$$' -fuzztime $(FUZZTIME) ./ioctl
+	$(GO) test -run '^$$' -fuzz '^FuzzEscape$$' -fuzztime $(FUZZTIME) ./store
+	$(GO) test -run '^$$' -fuzz '^FuzzValidID$$' -fuzztime $(FUZZTIME) ./store
+	$(GO) test -run '^$$' -fuzz '^FuzzLockModel$$' -fuzztime $(FUZZTIME) ./cache
