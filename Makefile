@@ -5,7 +5,7 @@ SHELL   := /bin/bash
 APT_PKGS := btrfs-progs gcc linux-libc-dev
 ROOT    := $(shell id -u)
 
-.PHONY: deps test lint vmtest demo demo-vm example-snapshot fuzz
+.PHONY: deps test lint vmtest demo demo-vm example-snapshot fuzz bench
 
 # deps installs the packages the tests use (mkfs.btrfs and btrfs for the
 # fixture and cross-checks, a C compiler and linux/btrfs.h for the header
@@ -75,3 +75,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEscape$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzValidID$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzLockModel$$' -fuzztime $(FUZZTIME) ./cache
+
+# bench compares btrstore, interleaved, with the bare ioctl sequence,
+# github.com/dennwc/btrfs and the btrfs command forked per operation (with
+# and without sudo -n, as obuilder runs it: sudo is installed if missing),
+# checks the performance targets, and writes docs/PERFORMANCE.md and
+# docs/performance.png. Root (it mounts loop devices), 5 to 8 minutes.
+# BENCHFLAGS=-quick: a smoke test of the tooling in under 2 minutes, written
+# to a temporary directory; -rounds N for steadier medians; -strict to fail
+# on a missed target.
+BENCHFLAGS ?=
+bench: deps
+	@if [ "$(ROOT)" != 0 ]; then echo "needs root (the benchmarks mount loop devices)"; exit 1; fi
+	@command -v sudo >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null
+	GO=$(GO) $(GO) run ./internal/cmd/benchreport $(BENCHFLAGS)

@@ -1,6 +1,7 @@
 package ioctl
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
+	dennwc "github.com/dennwc/btrfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +22,13 @@ import (
 //	impl=btrstore-path  the path forms (CreateSubvolume, ...)
 //	impl=syscall        the bare ioctl on a prefilled struct, as a C program
 //	                    would issue it: no magic check, no verification
+//	impl=dennwc         github.com/dennwc/btrfs, the Go library a builder
+//	                    would otherwise pick (path-based: it opens the
+//	                    parent, and stats the source, per call)
 //	impl=cli            fork/exec of the btrfs command per operation
+//	impl=cli-sudo       the same through `sudo -n`, as obuilder runs it when
+//	                    not root; skipped when sudo is absent or would ask
+//	                    for a password
 //
 // Each sub-benchmark gets its own filesystem, and whatever its operations
 // consume (subvolumes to delete, names) is made before the timer starts, so
@@ -36,6 +44,10 @@ import (
 // BenchmarkDeleteWait/impl=cli waits for `btrfs subvolume sync`, about 30 s
 // per operation; it runs only with BTRFS_BENCH_CLI_SYNC=1, and then with
 // -benchtime 1x.
+//
+// `go run ./internal/cmd/benchreport` (make bench) runs all of this, and
+// the store's benchmarks, as interleaved rounds and writes
+// docs/PERFORMANCE.md.
 
 // benchImageSize is the size of each benchmark's (sparse) filesystem image:
 // room for thousands of subvolumes.
@@ -115,6 +127,47 @@ func runBtrfs(b *testing.B, bin string, args ...string) {
 	}
 }
 
+// benchCLIs are the two ways a program shelling out runs the btrfs
+// command, as obuilder does: directly when it is root, and through
+// `sudo -n` when it is not.
+var benchCLIs = []struct {
+	impl string
+	sudo bool
+}{{"cli", false}, {"cli-sudo", true}}
+
+// btrfsCommand returns a function that runs the btrfs command with its
+// arguments, through `sudo -n` if sudo is set, failing b if it fails. It
+// skips b when there is no btrfs command, or (sudo) no sudo or a sudo that
+// would ask for a password: it installs nothing.
+func btrfsCommand(b *testing.B, sudo bool) func(args ...string) {
+	b.Helper()
+	bin := btrfsBinary(b)
+	if !sudo {
+		return func(args ...string) { runBtrfs(b, bin, args...) }
+	}
+	sudoBin := sudoBinary(b)
+	return func(args ...string) {
+		argv := append([]string{"-n", bin}, args...)
+		if err := exec.Command(sudoBin, argv...).Run(); err != nil {
+			b.Fatalf("sudo -n btrfs %s: %v", strings.Join(args, " "), err)
+		}
+	}
+}
+
+// sudoBinary returns the path of a sudo that runs commands without asking
+// for a password, or skips b.
+func sudoBinary(b *testing.B) string {
+	b.Helper()
+	bin, err := exec.LookPath("sudo")
+	if err != nil {
+		b.Skipf("no sudo on this machine (%v): impl=cli is the same command without it", err)
+	}
+	if out, err := exec.Command(bin, "-n", "true").CombinedOutput(); err != nil {
+		b.Skipf("`sudo -n true` failed (%v: %s): sudo would ask for a password", err, bytes.TrimSpace(out))
+	}
+	return bin
+}
+
 // ioctlBare issues an ioctl exactly as a C program would.
 func ioctlBare(b *testing.B, fd int, req uintptr, arg unsafe.Pointer) {
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg)); e != 0 {
@@ -156,16 +209,29 @@ func BenchmarkCreate(b *testing.B) {
 			ioctlBare(b, rootFd, BTRFS_IOC_SUBVOL_CREATE_V2, unsafe.Pointer(&args))
 		}
 	})
-	b.Run("impl=cli", func(b *testing.B) {
-		bin := btrfsBinary(b)
+	b.Run("impl=dennwc", func(b *testing.B) {
 		root, _ := newBenchFS(b)
 		paths := benchPaths(root, "s", b.N)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := range b.N {
-			runBtrfs(b, bin, "subvolume", "create", paths[i])
+			if err := dennwc.CreateSubVolume(paths[i]); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
+	for _, cli := range benchCLIs {
+		b.Run("impl="+cli.impl, func(b *testing.B) {
+			btrfs := btrfsCommand(b, cli.sudo)
+			root, _ := newBenchFS(b)
+			paths := benchPaths(root, "s", b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				btrfs("subvolume", "create", paths[i])
+			}
+		})
+	}
 }
 
 // BenchmarkSnapshotReadOnly snapshots one source holding benchFileCount
@@ -221,16 +287,29 @@ func BenchmarkSnapshotReadOnly(b *testing.B) {
 			ioctlBare(b, dstFd, BTRFS_IOC_SNAP_CREATE_V2, unsafe.Pointer(&args))
 		}
 	})
-	b.Run("impl=cli", func(b *testing.B) {
-		bin := btrfsBinary(b)
+	b.Run("impl=dennwc", func(b *testing.B) {
 		src, dstDir := setup(b)
 		paths := benchPaths(dstDir, "s", b.N)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := range b.N {
-			runBtrfs(b, bin, "subvolume", "snapshot", "-r", src, paths[i])
+			if err := dennwc.SnapshotSubVolume(src, paths[i], true); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
+	for _, cli := range benchCLIs {
+		b.Run("impl="+cli.impl, func(b *testing.B) {
+			btrfs := btrfsCommand(b, cli.sudo)
+			src, dstDir := setup(b)
+			paths := benchPaths(dstDir, "s", b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				btrfs("subvolume", "snapshot", "-r", src, paths[i])
+			}
+		})
+	}
 }
 
 // setupDelete creates b.N empty subvolumes named by benchNames("s", b.N) on
@@ -281,16 +360,29 @@ func BenchmarkDelete(b *testing.B) {
 			ioctlBare(b, rootFd, BTRFS_IOC_SNAP_DESTROY, unsafe.Pointer(&args))
 		}
 	})
-	b.Run("impl=cli", func(b *testing.B) {
-		bin := btrfsBinary(b)
+	b.Run("impl=dennwc", func(b *testing.B) {
 		root, _ := setupDelete(b)
 		paths := benchPaths(root, "s", b.N)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := range b.N {
-			runBtrfs(b, bin, "subvolume", "delete", paths[i])
+			if err := dennwc.DeleteSubVolume(paths[i]); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
+	for _, cli := range benchCLIs {
+		b.Run("impl="+cli.impl, func(b *testing.B) {
+			btrfs := btrfsCommand(b, cli.sudo)
+			root, _ := setupDelete(b)
+			paths := benchPaths(root, "s", b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				btrfs("subvolume", "delete", paths[i])
+			}
+		})
+	}
 }
 
 // BenchmarkDeleteWait deletes a subvolume holding benchFileCount files and

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
+	dennwc "github.com/dennwc/btrfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,19 +31,33 @@ import (
 //	                   with x/sys/unix and the raw ioctl wrappers on
 //	                   prefilled structs: the same opens, the same fstatat
 //	                   of the result, no checks, no locks, no logging
-//	impl=naive-layout  the seed's layout, bare: work subvolumes straight in
-//	                   result-tmp/ and results straight in result/, so that
-//	                   every snapshot of every builder locks one of two
-//	                   directories
+//	impl=naive-layout  the bare sequence on the seed's layout: work
+//	                   subvolumes straight in result-tmp/ and results
+//	                   straight in result/, so that every snapshot of every
+//	                   builder locks one of two directories
 //
-// A build cycle is 24 system calls bare and 47 in the store (strace). The
-// store adds, per snapshot, the checks of ioctl.SnapshotAt (fstatfs and
+// and beside what the store replaces, obuilder's sequence of operations on
+// the seed's layout (BenchmarkBuild and BenchmarkCacheCycle only):
+//
+//	impl=dennwc        through github.com/dennwc/btrfs (path-based)
+//	impl=cli           forking `btrfs subvolume ...` per operation, as
+//	                   obuilder does when it is root
+//	impl=cli-sudo      the same through `sudo -n`, as obuilder does when it
+//	                   is not; skipped when sudo is absent or would ask for
+//	                   a password (nothing is installed)
+//
+// The bare build cycle is 24 system calls and the bare cache cycle 19
+// (strace -f, leaving out the Go runtime's), counting the fsync of result/
+// after the rename: publish makes a result that Build reported survive a
+// crash, at the cost of a tree-log write and a flush that the seed does
+// not pay (BenchmarkPaired/cycle=fsync measures it). The store issues
+// more: the checks of ioctl.SnapshotAt on every snapshot (fstatfs and
 // fstat of the source, fstatfs of the destination, fstatat of the new
-// subvolume); per subvolume deleted, those of a recursive delete (fstatat,
-// fstatfs, openat, fstatfs, fstat, INO_LOOKUP, two TREE_SEARCH, close);
-// and, per build, the listing of the build directory by removeEntry
-// (fstatat, openat, fcntl, two getdents64, close). A cache cycle is 20
-// system calls bare and 46 in the store: two snapshots and two deletes.
+// subvolume), those of its deletes, and whatever it does to tell its own
+// subvolumes from what a build step left; count them with strace on
+// -test.benchtime 2x and 12x runs of the two, and BenchmarkPaired says what
+// they cost. When the store changes its sequence, change the bare mirror
+// with it.
 //
 // Each sub-benchmark gets its own filesystem holding a base result and a
 // cache of benchFileCount small files, committed before the timer starts.
@@ -57,6 +74,14 @@ import (
 //	benchstat -filter '.name:/^(Build|CacheCycle)$/' -col /impl /tmp/bench-store.txt
 //	benchstat -filter '.name:Paired' /tmp/bench-store.txt
 //	benchstat -filter '.name:BuildParallel' -col /builders -row /impl /tmp/bench-store.txt
+//
+// BenchmarkCompleteDeletes deletes 10 results and waits until the kernel
+// has cleaned them; its impl=cli waits for `btrfs subvolume sync`, about
+// 30 s, and runs only with BTRFS_BENCH_CLI_SYNC=1 (use -benchtime 1x).
+//
+// `go run ./internal/cmd/benchreport` (make bench) runs all of this, and
+// the ioctl benchmarks, as interleaved rounds and writes
+// docs/PERFORMANCE.md.
 //
 // TMPDIR chooses where the filesystem images live: /dev/shm takes the disk
 // out of the measurement. BenchmarkBuildParallel reports builds/s, the
@@ -188,8 +213,19 @@ func prepareStoreBuild(e *benchEnv, ids []string) func() func(i int) error {
 // result/<id>/snapshot checked absent; result-tmp/x<id> made and opened;
 // base snapshotted writable into it as "work"; the file written; "out"
 // made and opened beside it; work snapshotted read-only into out as
-// "snapshot"; out renamed to result/<id>; work deleted; x<id> removed.
+// "snapshot"; out renamed to result/<id>; result/ fsynced; work deleted;
+// x<id> removed.
 func prepareBareBuild(e *benchEnv, ids []string) func() func(i int) error {
+	return bareBuild(e, ids, true)
+}
+
+// prepareBareBuildNoFsync is prepareBareBuild without the fsync of
+// result/: the cycle as it was before publish made results durable.
+func prepareBareBuildNoFsync(e *benchEnv, ids []string) func() func(i int) error {
+	return bareBuild(e, ids, false)
+}
+
+func bareBuild(e *benchEnv, ids []string, fsync bool) func() func(i int) error {
 	n := len(ids)
 	tmps := make([]string, n)
 	resultRels := make([]string, n)
@@ -241,7 +277,13 @@ func prepareBareBuild(e *benchEnv, ids []string) func() func(i int) error {
 			if err := ioctl.SnapCreateV2(outFd, &freeze); err != nil {
 				return fmt.Errorf("snapshot work: %w", err)
 			}
-			return unix.Renameat2(tmpFd, "out", e.resultFd, ids[i], unix.RENAME_NOREPLACE)
+			if err := unix.Renameat2(tmpFd, "out", e.resultFd, ids[i], unix.RENAME_NOREPLACE); err != nil {
+				return err
+			}
+			if !fsync {
+				return nil
+			}
+			return unix.Fsync(e.resultFd)
 		}
 		return func(i int) error {
 			var st unix.Stat_t
@@ -268,10 +310,11 @@ func prepareBareBuild(e *benchEnv, ids []string) func() func(i int) error {
 	}
 }
 
-// prepareNaiveBuild is the seed's layout, bare: base snapshotted writable
-// to result-tmp/x<i>; the file written; that snapshotted read-only to
-// result/<id>; x<i> deleted. Every builder's snapshots lock the same two
-// directories.
+// prepareNaiveBuild is the bare sequence on the seed's layout: base
+// snapshotted writable to result-tmp/x<i>; the file written; that
+// snapshotted read-only to result/<id>; result/ fsynced, as the store
+// does; x<i> deleted. Every builder's snapshots lock the same two
+// directories. Only the layout differs from impl=bare.
 func prepareNaiveBuild(e *benchEnv, ids []string) func() func(i int) error {
 	n := len(ids)
 	tmps := make([]string, n)
@@ -314,6 +357,9 @@ func prepareNaiveBuild(e *benchEnv, ids []string) func() func(i int) error {
 			if err != nil {
 				return fmt.Errorf("snapshot work: %w", err)
 			}
+			if err := unix.Fsync(e.resultFd); err != nil {
+				return err
+			}
 			benchSetName(drop.Name[:], tmps[i])
 			if err := ioctl.SnapDestroy(e.resultTmpFd, &drop); err != nil {
 				return fmt.Errorf("delete work: %w", err)
@@ -329,20 +375,131 @@ func BenchmarkBuild(b *testing.B) {
 	for _, impl := range benchBuildImpls {
 		b.Run("impl="+impl.name, func(b *testing.B) {
 			e := newBenchEnv(b)
-			build := impl.prepare(e, benchNames("r", b.N))()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				if err := build(i); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchLoop(b, impl.prepare(e, benchNames("r", b.N))())
+		})
+	}
+	b.Run("impl=dennwc", func(b *testing.B) {
+		e := newBenchEnv(b)
+		benchLoop(b, prepareDennwcBuild(e, benchNames("r", b.N)))
+	})
+	for _, cli := range benchCLIs {
+		b.Run("impl="+cli.impl, func(b *testing.B) {
+			btrfs := benchBtrfs(b, cli.sudo)
+			e := newBenchEnv(b)
+			benchLoop(b, prepareCLIBuild(e, benchNames("r", b.N), btrfs))
 		})
 	}
 }
 
+// benchLoop times cycle(0) to cycle(b.N-1), one after another.
+func benchLoop(b *testing.B, cycle func(i int) error) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := cycle(i); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchCLIs are the two ways a program shelling out runs the btrfs
+// command, as obuilder does: directly when it is root, and through
+// `sudo -n` when it is not.
+var benchCLIs = []struct {
+	impl string
+	sudo bool
+}{{"cli", false}, {"cli-sudo", true}}
+
+// benchBtrfs returns a function that runs the btrfs command with its
+// arguments, through `sudo -n` if sudo is set, as obuilder runs it: one
+// fork/exec per operation. It skips b when there is no btrfs command, or
+// (sudo) no sudo or a sudo that would ask for a password; it installs
+// nothing.
+func benchBtrfs(b *testing.B, sudo bool) func(args ...string) error {
+	b.Helper()
+	bin, err := exec.LookPath("btrfs")
+	if err != nil {
+		b.Skipf("no btrfs command to compare with (%v); install btrfs-progs", err)
+	}
+	prefix := []string{bin}
+	if sudo {
+		sudoBin, err := exec.LookPath("sudo")
+		if err != nil {
+			b.Skipf("no sudo on this machine (%v): impl=cli is the same command without it", err)
+		}
+		if out, err := exec.Command(sudoBin, "-n", "true").CombinedOutput(); err != nil {
+			b.Skipf("`sudo -n true` failed (%v: %s): sudo would ask for a password", err, bytes.TrimSpace(out))
+		}
+		prefix = []string{sudoBin, "-n", bin}
+	}
+	return func(args ...string) error {
+		argv := append(slices.Clip(prefix), args...)
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+}
+
+// benchSeedPaths returns, for each id, obuilder's work subvolume
+// result-tmp/<id> and result result/<id>: the seed's layout.
+func benchSeedPaths(e *benchEnv, ids []string) (works, results []string) {
+	for _, id := range ids {
+		works = append(works, filepath.Join(e.root, resultTmpDir, id))
+		results = append(results, filepath.Join(e.root, resultDir, id))
+	}
+	return works, results
+}
+
+// prepareDennwcBuild is obuilder's build cycle through
+// github.com/dennwc/btrfs: base snapshotted writable to result-tmp/<id>;
+// the file written; that snapshotted read-only to result/<id>; the work
+// subvolume deleted.
+func prepareDennwcBuild(e *benchEnv, ids []string) func(i int) error {
+	base := filepath.Join(e.root, resultDir, "base", snapshotName)
+	works, results := benchSeedPaths(e, ids)
+	return func(i int) error {
+		if err := dennwc.SnapshotSubVolume(base, works[i], false); err != nil {
+			return err
+		}
+		if err := benchWrite(works[i]); err != nil {
+			return err
+		}
+		if err := dennwc.SnapshotSubVolume(works[i], results[i], true); err != nil {
+			return err
+		}
+		return dennwc.DeleteSubVolume(works[i])
+	}
+}
+
+// prepareCLIBuild is obuilder's build cycle (btrfs_store.ml) with the
+// btrfs command: `btrfs subvolume snapshot` of the base to
+// result-tmp/<id>, the file written, `btrfs subvolume snapshot -r` to
+// result/<id>, `btrfs subvolume delete` of the work subvolume.
+func prepareCLIBuild(e *benchEnv, ids []string, btrfs func(args ...string) error) func(i int) error {
+	base := filepath.Join(e.root, resultDir, "base", snapshotName)
+	works, results := benchSeedPaths(e, ids)
+	return func(i int) error {
+		if err := btrfs("subvolume", "snapshot", base, works[i]); err != nil {
+			return err
+		}
+		if err := benchWrite(works[i]); err != nil {
+			return err
+		}
+		if err := btrfs("subvolume", "snapshot", "-r", works[i], results[i]); err != nil {
+			return err
+		}
+		return btrfs("subvolume", "delete", works[i])
+	}
+}
+
 // BenchmarkBuildParallel runs build cycles on several goroutines at once,
-// sharing b.N builds, and reports their total throughput in builds/s.
+// sharing b.N builds, and reports their total throughput in builds/s, and
+// the CPU time of the whole process per build (cpu-ns/build, user and
+// system, every thread: the kernel work of the system calls, transaction
+// commits included, is done on the builders' threads; kernel threads'
+// work, such as the cleaner's, is not counted). Throughput times CPU per
+// build over the number of cores is how busy the cores were.
 func BenchmarkBuildParallel(b *testing.B) {
 	for _, builders := range []int{1, 2, 4, 8} {
 		for _, impl := range benchBuildImpls {
@@ -354,6 +511,7 @@ func BenchmarkBuildParallel(b *testing.B) {
 				var wg sync.WaitGroup
 				b.ReportAllocs()
 				b.ResetTimer()
+				cpu0 := benchProcessCPU(b)
 				for range builders {
 					build := newBuilder()
 					wg.Go(func() {
@@ -371,7 +529,9 @@ func BenchmarkBuildParallel(b *testing.B) {
 				}
 				wg.Wait()
 				b.StopTimer()
+				cpu := benchProcessCPU(b) - cpu0
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "builds/s")
+				b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/build")
 			})
 		}
 	}
@@ -409,7 +569,7 @@ func prepareStoreCache(e *benchEnv, _ int, _ string) func(i int) error {
 // prepareBareCache mirrors Cache, ensureCache, Release and save in
 // lease.go: cache/c-cache checked present and opened; snapshotted writable
 // to cache-tmp/k<prefix><i>, which is chowned; the file written; the clone
-// opened and snapshotted read-only to cache/t-<prefix><i>; that exchanged
+// opened, chowned back and snapshotted read-only to cache/t-<prefix><i>; that exchanged
 // with c-cache; the old version deleted; the clone deleted.
 func prepareBareCache(e *benchEnv, n int, prefix string) func(i int) error {
 	entry := Escape("cache")
@@ -422,6 +582,7 @@ func prepareBareCache(e *benchEnv, n int, prefix string) func(i int) error {
 	var clone, freeze ioctl.VolArgsV2
 	var drop ioctl.VolArgs
 	freeze.Flags = ioctl.BTRFS_SUBVOL_RDONLY
+	euid, egid := os.Geteuid(), os.Getegid()
 	return func(i int) error {
 		var st unix.Stat_t
 		if err := unix.Fstatat(e.cacheFd, entry, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -446,6 +607,12 @@ func prepareBareCache(e *benchEnv, n int, prefix string) func(i int) error {
 		}
 		cloneFd, err := benchOpenDir(e.cacheTmpFd, clones[i])
 		if err != nil {
+			return err
+		}
+		// Taken back from its owner: the kernel snapshots only what the
+		// caller owns (without CAP_FOWNER).
+		if err := unix.Fchown(cloneFd, euid, egid); err != nil {
+			unix.Close(cloneFd)
 			return err
 		}
 		freeze.Fd = int64(cloneFd)
@@ -476,16 +643,166 @@ func BenchmarkCacheCycle(b *testing.B) {
 	for _, impl := range benchCacheImpls {
 		b.Run("impl="+impl.name, func(b *testing.B) {
 			e := newBenchEnv(b)
-			cycle := impl.prepare(e, b.N, "")
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				if err := cycle(i); err != nil {
+			benchLoop(b, impl.prepare(e, b.N, ""))
+		})
+	}
+	b.Run("impl=dennwc", func(b *testing.B) {
+		e := newBenchEnv(b)
+		benchLoop(b, prepareSeedCache(e, b.N, benchSeedCacheOps{
+			snapshot: dennwc.SnapshotSubVolume,
+			delete:   dennwc.DeleteSubVolume,
+		}))
+	})
+	for _, cli := range benchCLIs {
+		b.Run("impl="+cli.impl, func(b *testing.B) {
+			btrfs := benchBtrfs(b, cli.sudo)
+			e := newBenchEnv(b)
+			benchLoop(b, prepareSeedCache(e, b.N, benchSeedCacheOps{
+				snapshot: func(src, dst string, readOnly bool) error {
+					if readOnly {
+						return btrfs("subvolume", "snapshot", "-r", src, dst)
+					}
+					return btrfs("subvolume", "snapshot", src, dst)
+				},
+				delete: func(path string) error { return btrfs("subvolume", "delete", path) },
+			}))
+		})
+	}
+}
+
+// benchSeedCacheOps are the two subvolume operations of obuilder's cache
+// cycle.
+type benchSeedCacheOps struct {
+	snapshot func(src, dst string, readOnly bool) error
+	delete   func(path string) error
+}
+
+// prepareSeedCache is obuilder's cache cycle (btrfs_store.ml, without its
+// lock and generation, which cost nothing here): cache/c-cache snapshotted
+// writable to cache-tmp/k<i>, chowned (by os.Lchown, where obuilder forks
+// `sudo chown`), the file written; on release the old cache deleted and the
+// clone snapshotted read-only in its place (not crash-safe: there is a
+// moment without a cache), the clone deleted.
+func prepareSeedCache(e *benchEnv, n int, ops benchSeedCacheOps) func(i int) error {
+	master := filepath.Join(e.root, cacheDir, Escape("cache"))
+	clones := benchNames(filepath.Join(e.root, cacheTmpDir, "k"), n)
+	return func(i int) error {
+		if err := ops.snapshot(master, clones[i], false); err != nil {
+			return err
+		}
+		if err := os.Lchown(clones[i], benchOwner.UID, benchOwner.GID); err != nil {
+			return err
+		}
+		if err := benchWrite(clones[i]); err != nil {
+			return err
+		}
+		if err := ops.delete(master); err != nil {
+			return err
+		}
+		if err := ops.snapshot(clones[i], master, true); err != nil {
+			return err
+		}
+		return ops.delete(clones[i])
+	}
+}
+
+// cliSyncEnv enables BenchmarkCompleteDeletes/impl=cli, as it does
+// BenchmarkDeleteWait/impl=cli in package ioctl.
+const cliSyncEnv = "BTRFS_BENCH_CLI_SYNC"
+
+// benchDeletesPerOp is the number of results BenchmarkCompleteDeletes
+// deletes before each wait.
+const benchDeletesPerOp = 10
+
+// BenchmarkCompleteDeletes deletes benchDeletesPerOp results and waits
+// until the kernel has cleaned them, so that FreeSpace is accurate; one
+// operation is the deletes and the wait. The results are build results on
+// the base (benchFileCount files shared, one of their own), made and
+// committed before the timer, with every earlier deletion cleaned.
+//
+//	impl=store  Delete of each, then CompleteDeletes
+//	impl=bare   SNAP_DESTROY of each result's subvolume on a prefilled
+//	            struct, then ioctl.WaitDeleted (what CompleteDeletes does)
+//	impl=cli    `btrfs subvolume delete` of each, then `btrfs subvolume
+//	            sync`, which waits for the next periodic commit (30 s by
+//	            default): only with BTRFS_BENCH_CLI_SYNC=1
+func BenchmarkCompleteDeletes(b *testing.B) {
+	ctx := context.Background()
+	// setup returns an env holding the results ids[i][j], j <
+	// benchDeletesPerOp, for the i-th operation.
+	setup := func(b *testing.B) (*benchEnv, [][]string) {
+		e := newBenchEnv(b)
+		step := func(_ context.Context, dir string) error { return benchWrite(dir) }
+		ids := make([][]string, b.N)
+		for i := range ids {
+			ids[i] = benchNames("r"+strconv.Itoa(i)+"-", benchDeletesPerOp)
+			for _, id := range ids[i] {
+				if err := e.s.Build(ctx, id, "base", step); err != nil {
 					b.Fatal(err)
 				}
 			}
-		})
+		}
+		if err := e.s.CompleteDeletes(ctx); err != nil {
+			b.Fatal(err)
+		}
+		return e, ids
 	}
+	b.Run("impl=store", func(b *testing.B) {
+		e, ids := setup(b)
+		benchLoop(b, func(i int) error {
+			for _, id := range ids[i] {
+				if err := e.s.Delete(ctx, id); err != nil {
+					return err
+				}
+			}
+			return e.s.CompleteDeletes(ctx)
+		})
+	})
+	b.Run("impl=bare", func(b *testing.B) {
+		e, ids := setup(b)
+		parents := make([][]int, b.N)
+		for i := range parents {
+			for _, id := range ids[i] {
+				fd, err := benchOpenDir(e.resultFd, id)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { unix.Close(fd) })
+				parents[i] = append(parents[i], fd)
+			}
+		}
+		var drop ioctl.VolArgs
+		benchSetName(drop.Name[:], snapshotName)
+		benchLoop(b, func(i int) error {
+			for _, fd := range parents[i] {
+				if err := ioctl.SnapDestroy(fd, &drop); err != nil {
+					return err
+				}
+			}
+			return ioctl.WaitDeleted(ctx, e.root)
+		})
+	})
+	b.Run("impl=cli", func(b *testing.B) {
+		if os.Getenv(cliSyncEnv) != "1" {
+			b.Skipf("btrfs subvolume sync takes about 30 s per operation; set %s=1 (and -benchtime 1x) to run it", cliSyncEnv)
+		}
+		btrfs := benchBtrfs(b, false)
+		e, ids := setup(b)
+		paths := make([][]string, b.N)
+		for i := range paths {
+			for _, id := range ids[i] {
+				paths[i] = append(paths[i], filepath.Join(e.root, resultDir, id, snapshotName))
+			}
+		}
+		benchLoop(b, func(i int) error {
+			for _, p := range paths[i] {
+				if err := btrfs("subvolume", "delete", p); err != nil {
+					return err
+				}
+			}
+			return btrfs("subvolume", "sync", e.root)
+		})
+	})
 }
 
 // BenchmarkPaired runs the store and the bare sequence alternately on one
@@ -501,7 +818,9 @@ func BenchmarkCacheCycle(b *testing.B) {
 // for run on it too), while waiting for the disk is not counted, nor are
 // other processes. Its ns/op is that of a pair, and so are its
 // allocations. cycle=control pairs the bare build with itself: its ratios
-// show how far from 1 noise alone moves them.
+// show how far from 1 noise alone moves them. cycle=fsync pairs the bare
+// build with the same without the fsync of result/ (its "store" is the
+// bare build with the fsync): what durable results cost.
 func BenchmarkPaired(b *testing.B) {
 	b.Run("cycle=build", func(b *testing.B) {
 		e := newBenchEnv(b)
@@ -514,6 +833,12 @@ func BenchmarkPaired(b *testing.B) {
 		bare1 := prepareBareBuild(e, benchNames("r", b.N))()
 		bare2 := prepareBareBuild(e, benchNames("q", b.N))()
 		benchAlternate(b, bare1, bare2)
+	})
+	b.Run("cycle=fsync", func(b *testing.B) {
+		e := newBenchEnv(b)
+		withFsync := prepareBareBuild(e, benchNames("r", b.N))()
+		without := prepareBareBuildNoFsync(e, benchNames("q", b.N))()
+		benchAlternate(b, withFsync, without)
 	})
 	b.Run("cycle=cache", func(b *testing.B) {
 		e := newBenchEnv(b)
@@ -580,6 +905,15 @@ func benchThreadCPU(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// benchProcessCPU returns the CPU time of the process, all threads.
+func benchProcessCPU(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func benchSum(ds []time.Duration) time.Duration {
 	var sum time.Duration
 	for _, d := range ds {
@@ -606,12 +940,15 @@ func benchMedian(ds []time.Duration) time.Duration {
 //	                       destination, fstatat of the new subvolume (two
 //	                       per build, two per cache cycle)
 //	extra=nested-search    the search for nested subvolumes of a recursive
-//	                       delete of a subvolume without any: openat,
-//	                       fstatfs, fstat, INO_LOOKUP, two TREE_SEARCH,
-//	                       close (one per build, two per cache cycle)
-//	extra=dir-listing      removeEntry's look at the build directory:
+//	                       delete: openat, fstatfs, fstat, INO_LOOKUP, two
+//	                       TREE_SEARCH, close (no longer per cycle: the
+//	                       store tries a plain delete first and searches
+//	                       only when the kernel says ENOTEMPTY)
+//	extra=dir-listing      removeEntry's look into a plain directory:
 //	                       fstatat, openat, fcntl, two getdents64, close
-//	                       (one per build)
+//	                       (no longer per cycle: Build removes its empty
+//	                       build directory with one unlinkat, and lists
+//	                       it only when that fails)
 func BenchmarkStoreExtras(b *testing.B) {
 	e := newBenchEnv(b)
 	baseFd, err := benchOpenDir(e.resultFd, "base/"+snapshotName)
