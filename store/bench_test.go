@@ -47,11 +47,7 @@ import (
 //	                   a password (nothing is installed)
 //
 // The bare build cycle is 24 system calls and the bare cache cycle 19
-// (strace -f, leaving out the Go runtime's), counting the fsync of result/
-// after the rename: publish makes a result that Build reported survive a
-// crash, at the cost of a tree-log write and a flush that the seed does
-// not pay (BenchmarkPaired/cycle=fsync measures it). The store issues
-// more: the checks of ioctl.SnapshotAt on every snapshot (fstatfs and
+// (strace -f, leaving out the Go runtime's). The store issues more: the checks of ioctl.SnapshotAt on every snapshot (fstatfs and
 // fstat of the source, fstatfs of the destination, fstatat of the new
 // subvolume), those of its deletes, and whatever it does to tell its own
 // subvolumes from what a build step left; count them with strace on
@@ -212,20 +208,10 @@ func prepareStoreBuild(e *benchEnv, ids []string) func() func(i int) error {
 // prepareBareBuild mirrors Build, publish and the cleanup in build.go:
 // result/<id>/snapshot checked absent; result-tmp/x<id> made and opened;
 // base snapshotted writable into it as "work"; the file written; "out"
-// made and opened beside it; work snapshotted read-only into out as
-// "snapshot"; out renamed to result/<id>; result/ fsynced; work deleted;
-// x<id> removed.
+// and out/<id> made and opened beside it; work snapshotted read-only into
+// out/<id> as "snapshot"; out/<id> renamed to result/<id>; work deleted;
+// out and x<id> removed.
 func prepareBareBuild(e *benchEnv, ids []string) func() func(i int) error {
-	return bareBuild(e, ids, true)
-}
-
-// prepareBareBuildNoFsync is prepareBareBuild without the fsync of
-// result/: the cycle as it was before publish made results durable.
-func prepareBareBuildNoFsync(e *benchEnv, ids []string) func() func(i int) error {
-	return bareBuild(e, ids, false)
-}
-
-func bareBuild(e *benchEnv, ids []string, fsync bool) func() func(i int) error {
 	n := len(ids)
 	tmps := make([]string, n)
 	resultRels := make([]string, n)
@@ -273,17 +259,23 @@ func bareBuild(e *benchEnv, ids []string, fsync bool) func() func(i int) error {
 				return err
 			}
 			defer unix.Close(outFd)
-			freeze.Fd = int64(workFd)
-			if err := ioctl.SnapCreateV2(outFd, &freeze); err != nil {
-				return fmt.Errorf("snapshot work: %w", err)
-			}
-			if err := unix.Renameat2(tmpFd, "out", e.resultFd, ids[i], unix.RENAME_NOREPLACE); err != nil {
+			if err := unix.Mkdirat(outFd, ids[i], 0o755); err != nil {
 				return err
 			}
-			if !fsync {
-				return nil
+			stageFd, err := benchOpenDir(outFd, ids[i])
+			if err != nil {
+				return err
 			}
-			return unix.Fsync(e.resultFd)
+			freeze.Fd = int64(workFd)
+			err = ioctl.SnapCreateV2(stageFd, &freeze)
+			unix.Close(stageFd)
+			if err != nil {
+				return fmt.Errorf("snapshot work: %w", err)
+			}
+			if err := unix.Renameat2(outFd, ids[i], e.resultFd, ids[i], unix.RENAME_NOREPLACE); err != nil {
+				return err
+			}
+			return unix.Unlinkat(tmpFd, "out", unix.AT_REMOVEDIR)
 		}
 		return func(i int) error {
 			var st unix.Stat_t
@@ -312,8 +304,7 @@ func bareBuild(e *benchEnv, ids []string, fsync bool) func() func(i int) error {
 
 // prepareNaiveBuild is the bare sequence on the seed's layout: base
 // snapshotted writable to result-tmp/x<i>; the file written; that
-// snapshotted read-only to result/<id>; result/ fsynced, as the store
-// does; x<i> deleted. Every builder's snapshots lock the same two
+// snapshotted read-only to result/<id>; x<i> deleted. Every builder's snapshots lock the same two
 // directories. Only the layout differs from impl=bare.
 func prepareNaiveBuild(e *benchEnv, ids []string) func() func(i int) error {
 	n := len(ids)
@@ -356,9 +347,6 @@ func prepareNaiveBuild(e *benchEnv, ids []string) func() func(i int) error {
 			unix.Close(workFd)
 			if err != nil {
 				return fmt.Errorf("snapshot work: %w", err)
-			}
-			if err := unix.Fsync(e.resultFd); err != nil {
-				return err
 			}
 			benchSetName(drop.Name[:], tmps[i])
 			if err := ioctl.SnapDestroy(e.resultTmpFd, &drop); err != nil {
@@ -818,9 +806,7 @@ func BenchmarkCompleteDeletes(b *testing.B) {
 // for run on it too), while waiting for the disk is not counted, nor are
 // other processes. Its ns/op is that of a pair, and so are its
 // allocations. cycle=control pairs the bare build with itself: its ratios
-// show how far from 1 noise alone moves them. cycle=fsync pairs the bare
-// build with the same without the fsync of result/ (its "store" is the
-// bare build with the fsync): what durable results cost.
+// show how far from 1 noise alone moves them.
 func BenchmarkPaired(b *testing.B) {
 	b.Run("cycle=build", func(b *testing.B) {
 		e := newBenchEnv(b)
@@ -833,12 +819,6 @@ func BenchmarkPaired(b *testing.B) {
 		bare1 := prepareBareBuild(e, benchNames("r", b.N))()
 		bare2 := prepareBareBuild(e, benchNames("q", b.N))()
 		benchAlternate(b, bare1, bare2)
-	})
-	b.Run("cycle=fsync", func(b *testing.B) {
-		e := newBenchEnv(b)
-		withFsync := prepareBareBuild(e, benchNames("r", b.N))()
-		without := prepareBareBuildNoFsync(e, benchNames("q", b.N))()
-		benchAlternate(b, withFsync, without)
 	})
 	b.Run("cycle=cache", func(b *testing.B) {
 		e := newBenchEnv(b)

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/btrstore/btrstore/ioctl"
+	"github.com/btrstore/btrstore/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,14 +24,26 @@ import (
 //
 // Errors: id or base not one path component: fs.ErrInvalid, before
 // anything touches the disk; result id exists: fs.ErrExist; base has no
-// result: fs.ErrNotExist.
+// result: fs.ErrNotExist; fn left something other than the work
+// subvolume the store created at dir (a symlink, another directory or
+// subvolume, a mount): ErrWorkReplaced, and nothing is published. A full
+// filesystem gives an error matching syscall.ENOSPC, a read-only one
+// syscall.EROFS; in every case the work directory is removed, or the error
+// says what could not be removed (Open removes it later).
+//
+// What fn leaves is removed without ever following a symlink or crossing
+// into a mount: mounts below the build's directory are detached (this
+// needs CAP_SYS_ADMIN), immutable and append-only flags cleared (this
+// needs CAP_LINUX_IMMUTABLE), nested subvolumes deleted. If fn moved its
+// work subvolume elsewhere below the root, it is found and deleted there;
+// outside the root it is left alone, and the error says where it is.
 //
 // Concurrency: builds of different ids run in parallel, each in its own
 // directory so that their snapshots share transaction commits. A second
 // Build of an id that is being built waits for the first (or for ctx) and
 // then fails with fs.ErrExist if the first succeeded, or builds if it
 // failed: never two writers. Delete of base waits for the base snapshot.
-func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.Context, dir string) error) error {
+func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.Context, dir string) error) (err error) {
 	if err := validID(id); err != nil {
 		return err
 	}
@@ -46,36 +62,35 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 		return err
 	}
 	defer held.Unlock()
-	if _, err := s.result(id); err == nil {
-		return fmt.Errorf("btrstore: build %s: result exists: %w", id, fs.ErrExist)
+	if s.resultExists(id) {
+		// Unless what is there is no result (a symlink a step planted):
+		// publish replaces that.
+		if _, err := s.result(id); !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("btrstore: build %s: result exists: %w", id, fs.ErrExist)
+		}
 	}
 
-	tmp := s.tmpName("b")
-	tmpFd, err := mkdirOpen(s.resultTmpFd, tmp)
+	tmp, tmpFd, err := s.mkdirOpenTmp(s.resultTmpFd, "b")
 	if err != nil {
-		return fmt.Errorf("btrstore: build %s: %w", id, err)
+		return fmt.Errorf("btrstore: build %s: %w", id, explainEPERM(err, s.resultTmpFd, resultTmpDir))
 	}
 	work := filepath.Join(s.root, resultTmpDir, tmp, workName)
+	w := workVol{fd: -1}
 	defer func() {
 		// Runs on success, failure and panic alike.
 		s.mu.Lock()
 		delete(s.running, id)
 		s.mu.Unlock()
-		// The usual leftovers are the work subvolume and the empty
-		// directory; anything else (a failed publish) goes the long way.
-		err := removeEntry(tmpFd, workName)
-		unix.Close(tmpFd)
-		if err == nil {
-			err = unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR)
+		cerr := s.removeBuildDir(tmp, tmpFd, &w)
+		if cerr == nil {
+			return
 		}
+		s.log.Error(cerr, "removing build directory failed; Open retries", "id", id, "dir", resultTmpDir+"/"+tmp)
 		if err != nil {
-			err = removeEntry(s.resultTmpFd, tmp)
-		}
-		if err != nil {
-			s.log.Error(err, "removing build directory failed; Open retries", "id", id, "dir", tmp)
+			err = fmt.Errorf("%w; removing its directory %s/%s failed too (Open retries): %w", err, resultTmpDir, tmp, cerr)
 		}
 	}()
-	if err := s.startWork(tmpFd, base); err != nil {
+	if err := s.startWork(tmpFd, base, &w); err != nil {
 		return fmt.Errorf("btrstore: build %s: %w", id, err)
 	}
 	s.mu.Lock()
@@ -87,62 +102,319 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 		s.log.V(1).Info("build failed", "id", id, "err", err.Error())
 		return fmt.Errorf("btrstore: build %s: %w", id, err)
 	}
-	if err := s.publish(tmpFd, id); err != nil {
+	if err := s.publish(tmp, tmpFd, id, &w); err != nil {
 		return fmt.Errorf("btrstore: build %s: %w", id, err)
 	}
 	s.log.V(1).Info("build done", "id", id)
 	return nil
 }
 
+// workVol is the work subvolume of a build (or a cache clone) as the
+// store created it: open, so that it can be found wherever a step moves
+// it, and identified, so that what is at its name can be checked to be it.
+type workVol struct {
+	fd       int    // open on its root; -1 if not made
+	id       uint64 // its subvolume id
+	uuid     ioctl.UUID
+	verified bool // its name was checked to hold it, so removing the name removes it
+}
+
+// close closes the subvolume's descriptor, if open.
+func (w *workVol) close() {
+	if w.fd >= 0 {
+		unix.Close(w.fd)
+		w.fd = -1
+	}
+}
+
+// identify opens name in dirFd as the subvolume just created there and
+// records what it is.
+func (w *workVol) identify(dirFd int, name string) error {
+	fd, err := openDirAt(dirFd, name)
+	if err != nil {
+		return err
+	}
+	info, err := ioctl.SubvolumeInfoFd(fd)
+	if err != nil {
+		unix.Close(fd)
+		return &fs.PathError{Op: "BTRFS_IOC_GET_SUBVOL_INFO", Path: name, Err: err}
+	}
+	w.fd, w.id, w.uuid = fd, info.ID, info.UUID
+	return nil
+}
+
+// openVerified opens name in dirFd, without following a symlink or
+// crossing a mount, and checks that it is the subvolume w: the one the
+// store created, not one a step put in its place. display names it in
+// errors, which match ErrWorkReplaced.
+func (w *workVol) openVerified(dirFd int, name, display string) (int, error) {
+	fd, err := openDirAt(dirFd, name)
+	if err != nil {
+		return -1, fmt.Errorf("%w: %s %s (%w)", ErrWorkReplaced, display, describeEntry(dirFd, name), err)
+	}
+	info, err := ioctl.SubvolumeInfoFd(fd)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("%w: %s is not the subvolume the store created (%w)", ErrWorkReplaced, display, err)
+	case info.ID != w.id || info.UUID != w.uuid:
+		err = fmt.Errorf("%w: %s is subvolume %d, not %d, which the store created", ErrWorkReplaced, display, info.ID, w.id)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	w.verified = true
+	return fd, nil
+}
+
+// describeEntry says what is at name in dirFd where a directory was
+// expected; only called on failures.
+func describeEntry(dirFd int, name string) string {
+	var stx unix.Statx_t
+	switch err := unix.Statx(dirFd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE, &stx); {
+	case err == unix.ENOENT:
+		return "is gone"
+	case err != nil:
+		return "cannot be looked at"
+	case stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0:
+		return "has a mount on it"
+	case stx.Mode&unix.S_IFMT == unix.S_IFLNK:
+		target, _ := readlinkAt(dirFd, name)
+		return fmt.Sprintf("is a symbolic link now (to %q)", target)
+	case stx.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return "is not a directory any more"
+	}
+	return "cannot be opened"
+}
+
 // startWork creates the work subvolume in the build's directory: empty, or
 // a writable snapshot of result base taken under base's shared lock.
-func (s *Store) startWork(tmpFd int, base string) error {
+func (s *Store) startWork(tmpFd int, base string, w *workVol) error {
+	if err := s.makeWork(tmpFd, base); err != nil {
+		return explainEPERM(err, tmpFd, "the build directory") // what it made goes with the build directory
+	}
+	return w.identify(tmpFd, workName)
+}
+
+func (s *Store) makeWork(tmpFd int, base string) error {
 	if base == "" {
-		return ioctl.CreateSubvolumeAt(tmpFd, workName)
+		err := ioctl.CreateSubvolumeAt(tmpFd, workName)
+		if err == nil {
+			err = s.failAt("create-work")
+		}
+		return err
 	}
 	unlock := s.results.lock(base, true)
 	defer unlock()
 	baseFd, err := openDirAt(s.resultFd, base+"/"+snapshotName)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return fmt.Errorf("base %s has no result: %w", base, fs.ErrNotExist)
+		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.EXDEV):
+			// A symlink, file or mount a build step put there.
+			return fmt.Errorf("base %s has no result (result/%s is not one: %v): %w", base, base, err, fs.ErrNotExist)
 		}
 		return err
 	}
 	defer unix.Close(baseFd)
-	return ioctl.SnapshotAt(baseFd, tmpFd, workName, 0)
+	err = ioctl.SnapshotAt(baseFd, tmpFd, workName, 0)
+	if err == nil {
+		err = s.failAt("snapshot-base")
+	}
+	if errors.Is(err, unix.EPERM) {
+		err = explainSnapshotEPERM(err, baseFd, "base "+base)
+	}
+	return err
+}
+
+// explainSnapshotEPERM adds to EPERM from snapshotting the subvolume open
+// as srcFd what the kernel wants: owning the subvolume's root (a build
+// step may have given it away) or CAP_FOWNER.
+func explainSnapshotEPERM(err error, srcFd int, display string) error {
+	var st unix.Stat_t
+	if unix.Fstat(srcFd, &st) != nil || int(st.Uid) == os.Geteuid() {
+		return err
+	}
+	if has, cerr := kernel.HasCapability(unix.CAP_FOWNER); cerr != nil || has {
+		return err
+	}
+	return fmt.Errorf("%w: %s is owned by uid %d (a build step gave its directory away), and snapshotting a subvolume "+
+		"another user owns needs CAP_FOWNER: grant it (`setpriv --inh-caps=+fowner --ambient-caps=+fowner ...`, "+
+		"or `docker run --cap-add FOWNER`, a Docker default)", err, display, st.Uid)
 }
 
 // publish freezes the work subvolume as a read-only snapshot in a fresh
-// plain directory "out" and renames that directory to result/<id>: the
+// plain directory out/<id> and renames that directory to result/<id>: the
 // result appears at once, complete and read-only. (A read-only subvolume
 // cannot itself move to another directory; a directory holding one can.)
-func (s *Store) publish(tmpFd int, id string) error {
-	workFd, err := openDirAt(tmpFd, workName)
+// What is frozen is the subvolume the store created, opened by descriptor
+// and checked by id, never what a symlink or mount in its place leads to.
+//
+// Durability without an fsync: the snapshot's own transaction commit makes
+// out/<id>/snapshot durable before the rename. If a crash loses the rename
+// (it is committed with the next transaction), Open finds the staged
+// result and publishes it (see repair). An fsync of result/ would cost a
+// full commit here, because btrfs cannot log a directory renamed from
+// another parent: 30% of a build cycle.
+func (s *Store) publish(tmp string, tmpFd int, id string, w *workVol) error {
+	workFd, err := w.openVerified(tmpFd, workName, "the work directory")
 	if err != nil {
 		return err
 	}
 	defer unix.Close(workFd)
-	outFd, err := mkdirOpen(tmpFd, "out")
+	outFd, err := mkdirOpen(tmpFd, stageDir)
+	if errors.Is(err, fs.ErrExist) {
+		// The step put something there: it goes.
+		if rerr := s.removeEntry(tmpFd, resultTmpDir+"/"+tmp, stageDir); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		outFd, err = mkdirOpen(tmpFd, stageDir)
+	}
+	if err == nil {
+		if err = s.failAt("mkdir-out"); err != nil {
+			unix.Close(outFd)
+		}
+	}
 	if err != nil {
-		return err
+		return explainEPERM(err, tmpFd, "the build directory")
 	}
 	defer unix.Close(outFd)
-	if err := ioctl.SnapshotAt(workFd, outFd, snapshotName, ioctl.SnapshotReadOnly); err != nil {
-		return err
+	stageFd, err := mkdirOpen(outFd, id)
+	if err != nil {
+		return explainEPERM(err, outFd, "the build directory")
 	}
-	if err := moveNoReplace(tmpFd, "out", s.resultFd, id); err != nil {
+	err = ioctl.SnapshotAt(workFd, stageFd, snapshotName, ioctl.SnapshotReadOnly)
+	unix.Close(stageFd)
+	if err == nil {
+		err = s.failAt("snapshot-result")
+	}
+	if err != nil {
+		if errors.Is(err, unix.EPERM) {
+			err = explainSnapshotEPERM(err, workFd, "the work directory")
+		}
+		return err // out and what is in it go with the build directory
+	}
+	err = moveNoReplace(outFd, id, s.resultFd, id)
+	if errors.Is(err, fs.ErrExist) && s.removeNonResult(id) {
+		err = moveNoReplace(outFd, id, s.resultFd, id)
+	}
+	if err == nil {
+		err = s.failAt("rename-result")
+	}
+	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("result appeared meanwhile: %w", fs.ErrExist)
 		}
+		if rerr := s.unpublish(id, outFd); rerr != nil {
+			return errors.Join(err, rerr)
+		}
 		return err
 	}
-	// The snapshot is committed; the rename would be only at the next
-	// commit. A crash before it would leave the result in result-tmp,
-	// where Open removes it: fsync the directory (btrfs logs it in its
-	// tree log, no full commit) so that a result Build reported survives.
-	if err := unix.Fsync(s.resultFd); err != nil {
-		return &fs.PathError{Op: "fsync", Path: resultDir, Err: err}
+	return nil
+}
+
+// removeNonResult removes what is at result/<id> if it is not a result (a
+// symlink or file a build step planted, an empty directory left by a
+// delete in place), and reports whether it did. A result, or one a mount
+// hides, stays.
+func (s *Store) removeNonResult(id string) bool {
+	unlock := s.results.lock(id, false)
+	defer unlock()
+	if _, err := s.result(id); !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	trash, err := s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist) // gone meanwhile
+	}
+	s.log.Info("removing what is not a result in its place", "id", id)
+	if err := s.removeEntry(s.resultTmpFd, resultTmpDir, trash); err != nil {
+		s.log.Error(err, "removing what was in a result's place failed; Open retries", "id", id)
+	}
+	return true
+}
+
+// unpublish takes result id back into the build's out directory (open as
+// outFd) after a rename reported failure, if the rename took place after
+// all.
+func (s *Store) unpublish(id string, outFd int) error {
+	var st unix.Stat_t
+	if unix.Fstatat(outFd, id, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		return nil // still there: not renamed
+	}
+	if err := moveNoReplace(s.resultFd, id, outFd, id); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("result %s was published although the rename failed, and taking it back failed: %w", id, err)
 	}
 	return nil
+}
+
+// removeBuildDir removes the build directory result-tmp/tmp (open as
+// tmpFd, which it closes) and the work subvolume w, wherever the step
+// moved them. The usual leftovers are the work subvolume and the empty
+// directory; anything else (a failed publish, what a step made beside its
+// work directory) goes the long way.
+func (s *Store) removeBuildDir(tmp string, tmpFd int, w *workVol) error {
+	tmpDisplay := resultTmpDir + "/" + tmp
+	err := s.removeEntry(tmpFd, tmpDisplay, workName)
+	if err == nil {
+		if err = unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR); err != nil {
+			err = s.removeEntry(s.resultTmpFd, resultTmpDir, tmp)
+		}
+	}
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	// A step may have moved the build directory or its work subvolume
+	// away (and put something else at the name, which is gone now).
+	var st unix.Stat_t
+	if err == nil && unix.Fstat(tmpFd, &st) == nil && st.Nlink > 0 {
+		if merr := s.removeMoved(tmpFd, "build directory", tmpDisplay); merr != nil {
+			errs = append(errs, merr)
+		}
+	}
+	unix.Close(tmpFd)
+	if w.fd >= 0 && !w.verified {
+		if merr := s.removeMoved(w.fd, "work subvolume", tmpDisplay+"/"+workName); merr != nil {
+			errs = append(errs, merr)
+		}
+	}
+	w.close()
+	return errors.Join(errs...)
+}
+
+// removeMoved removes the directory or subvolume open as fd, which a step
+// may have moved from made, where the store made it (relative to the
+// root): found by its path in /proc, and removed if that is below the root
+// and still holds it. Outside the root it is left alone and the error says
+// where it is. what names it.
+func (s *Store) removeMoved(fd int, what, made string) error {
+	p, ok := fdPath(fd)
+	if !ok {
+		return nil // gone
+	}
+	rel, below := strings.CutPrefix(p, s.realRoot+"/")
+	if rel == made {
+		return nil // not moved: removing it at its name failed, and said so
+	}
+	if s.realRoot == "" || !below {
+		return fmt.Errorf("%w: the step moved its %s out of the store, to %s; it is left there", ErrWorkReplaced, what, p)
+	}
+	dir, base := path.Split(rel)
+	pfd := s.rootFd
+	if dir = strings.TrimSuffix(dir, "/"); dir != "" {
+		var err error
+		if pfd, err = openDirAt(s.rootFd, dir); err != nil {
+			return fmt.Errorf("the step moved its %s to %s, which cannot be reached safely: %w", what, rel, err)
+		}
+		defer unix.Close(pfd)
+	}
+	var have, want unix.Stat_t
+	if unix.Fstat(fd, &want) != nil || unix.Fstatat(pfd, base, &have, unix.AT_SYMLINK_NOFOLLOW) != nil ||
+		have.Dev != want.Dev || have.Ino != want.Ino {
+		return fmt.Errorf("the step moved its %s to %s, which no longer holds it; not removed", what, rel)
+	}
+	s.log.Info("removing what a build moved away", "what", what, "path", rel)
+	return s.removeEntry(pfd, dir, base)
 }

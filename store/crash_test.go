@@ -385,14 +385,16 @@ const (
 	repairClone      = "cache-tmp/k* (cache clone)"
 	repairCacheTmp   = "cache/t-* (cache version being made or swapped)"
 	repairIncomplete = "result/<id> incomplete (VIOLATION)"
+	repairPublish    = "result-tmp/b*/out/<id> published (frozen before the kill)"
 	repairCache      = "cache/c-* not read-only (VIOLATION)"
 )
 
 // repairSink is a logr sink that records Open's repairs (V(0) messages).
 type repairSink struct {
-	t       testing.TB
-	mu      sync.Mutex // guards repairs
-	repairs []string
+	t         testing.TB
+	mu        sync.Mutex // guards repairs and published
+	repairs   []string
+	published []string // ids of results Open published from result-tmp
 }
 
 func (r *repairSink) Init(logr.RuntimeInfo)          {}
@@ -423,6 +425,11 @@ func (r *repairSink) Info(_ int, msg string, kv ...any) {
 		kind = repairCache
 	case msg == "removing incomplete result":
 		kind = repairIncomplete
+	case msg == "published a result frozen before a crash":
+		kind = repairPublish
+		r.mu.Lock()
+		r.published = append(r.published, vals["id"])
+		r.mu.Unlock()
 	default:
 		kind = "other: " + msg + " " + crashKV(kv)
 	}
@@ -445,13 +452,15 @@ func crashKV(kv []any) string {
 	return b.String()
 }
 
-func (r *repairSink) take() []string {
+// take returns the repairs logged since the last call, and the ids of the
+// results among them that Open published.
+func (r *repairSink) take() (repairs, published []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := r.repairs
-	r.repairs = nil
-	slices.Sort(out)
-	return out
+	repairs, published = r.repairs, r.published
+	r.repairs, r.published = nil, nil
+	slices.Sort(repairs)
+	return repairs, published
 }
 
 // crashState is what the parent sees on disk.
@@ -512,6 +521,9 @@ type crashModel struct {
 	status map[string]string // id -> started, done, deleting, gone
 	cache  map[int]bool      // versions the cache may hold (0: absent or empty)
 	last   string            // the last line read
+	// unfinished holds the ids of builds killed before their result was
+	// published: Open may still publish them, if they were frozen.
+	unfinished map[string]bool
 }
 
 // read takes in the lines the child appended since the last read.
@@ -571,7 +583,10 @@ func (m *crashModel) check(t *testing.T, st crashState) {
 		case "":
 			t.Errorf("invariant: result %s exists but was never built", id)
 		case "gone":
-			t.Errorf("invariant: result %s exists but was deleted", id)
+			if !m.unfinished[id] { // else a killed child's Open published it
+				t.Errorf("invariant: result %s exists but was deleted", id)
+			}
+			m.status[id] = "done"
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(m.status)) {
@@ -588,6 +603,7 @@ func (m *crashModel) check(t *testing.T, st crashState) {
 				m.status[id] = "done"
 			} else {
 				m.status[id] = "gone"
+				m.unfinished[id] = s == "started"
 			}
 		}
 	}
@@ -744,7 +760,7 @@ func TestCrashRecovery(t *testing.T) {
 		plan = slices.Insert(plan, at, pair...)
 	}
 
-	model := &crashModel{status: map[string]string{}, cache: map[int]bool{0: true}}
+	model := &crashModel{status: map[string]string{}, cache: map[int]bool{0: true}, unfinished: map[string]bool{}}
 	sink := &repairSink{t: t}
 	logPath := filepath.Join(root, stateDir, crashLogName)
 	var startups []time.Duration // start to ready of children killed at random
@@ -846,18 +862,29 @@ func TestCrashRecovery(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: Open after the kill: %v", what, err)
 		}
-		got := sink.take()
+		got, published := sink.take()
 		post := crashObserve(t, root, false) // includes checkInvariants
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
 		checkTime += time.Since(checkStart)
-		if !slices.Equal(pre.results, post.results) || pre.cache != post.cache || pre.cachePresent != post.cachePresent {
-			t.Errorf("%s: Open changed complete data: results %v -> %v, cache %d -> %d",
-				what, pre.results, post.results, pre.cache, post.cache)
+		// The only change Open may make to complete data: publish a
+		// result a build had frozen when it was killed (crashObserve
+		// checked its content and that the child had started it).
+		wantResults := slices.Sorted(slices.Values(append(slices.Clone(pre.results), published...)))
+		if !slices.Equal(wantResults, post.results) || pre.cache != post.cache || pre.cachePresent != post.cachePresent {
+			t.Errorf("%s: Open changed complete data: results %v -> %v (published %v), cache %d -> %d",
+				what, pre.results, post.results, published, pre.cache, post.cache)
 		}
-		if len(got) != len(pre.leftovers) {
-			t.Errorf("%s: %d leftovers %v, but Open logged %d repairs %v", what, len(pre.leftovers), pre.leftovers, len(got), got)
+		for _, id := range published {
+			if !model.unfinished[id] {
+				t.Errorf("%s: Open published %s, which no killed build had started", what, id)
+			}
+			model.status[id] = "done"
+		}
+		clear(model.unfinished)
+		if removals := len(got) - len(published); removals != len(pre.leftovers) {
+			t.Errorf("%s: %d leftovers %v, but Open logged %d removals %v", what, len(pre.leftovers), pre.leftovers, removals, got)
 		}
 		var want []string
 		switch kill.step {

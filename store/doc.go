@@ -11,6 +11,7 @@
 //
 //	result/<id>/snapshot   a result: a read-only subvolume in a plain directory
 //	result-tmp/b<n>/work   a build in progress: its writable subvolume
+//	result-tmp/b<n>/out/<id>/snapshot  its result, frozen, about to be published
 //	result-tmp/d<n>        a result being deleted
 //	state/                 left to the caller (its database)
 //	cache/c-<escaped name> a cache: a read-only subvolume
@@ -27,8 +28,9 @@
 // lock (Delete takes it exclusively, so a base cannot vanish mid-snapshot).
 // The build function writes into the work subvolume. On success, a
 // read-only snapshot of it is made in a fresh plain directory
-// result-tmp/b<n>/out/, and that directory is renamed to result/<id> with
-// RENAME_NOREPLACE: the result appears at once, complete and read-only.
+// result-tmp/b<n>/out/<id>/, and that directory is renamed to result/<id>
+// with RENAME_NOREPLACE: the result appears at once, complete and
+// read-only.
 // (A read-only subvolume cannot be moved to another directory, but a
 // directory holding one can.) Then, on success, failure or panic alike,
 // result-tmp/b<n> is removed with everything in it, nested subvolumes
@@ -56,10 +58,64 @@
 //
 // At every instant each result is absent or complete and read-only, and
 // each cache is a complete old or new version. Open repairs what a killed
-// process left: it empties result-tmp and cache-tmp, removes cache/t-*
-// entries, and removes any result or cache that is not a read-only
-// subvolume where one should be, logging each repair. Cache generations
-// live in memory and restart with Open.
+// process left: it publishes results that were frozen but not yet renamed
+// into result/ (see below), empties result-tmp and cache-tmp, removes
+// cache/t-* entries, and removes any result or cache that is not a
+// read-only subvolume where one should be, logging each repair. Cache
+// generations live in memory and restart with Open.
+//
+// A result that Build reported survives a crash of the machine too, with
+// no fsync: creating the read-only snapshot commits a transaction, so
+// out/<id>/snapshot is on disk before the rename; if the crash comes
+// before the next commit and the rename is lost, Open finds the frozen
+// result and publishes it. (An fsync of result/ would force a full commit,
+// as btrfs cannot log a directory renamed from another parent: it made
+// the build cycle 1.3 times as long.) A released cache version, a delete
+// and a DeleteCache may be undone by such a crash, never half-done.
+//
+// # What a build step may do
+//
+// A build step runs with the caller's privileges and may misbehave. The
+// store never resolves a path below its root through a symlink or across
+// a mount: it works from directory descriptors, opens with openat2
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV (on kernels without
+// openat2, one component at a time with O_NOFOLLOW, comparing mount ids),
+// and removes entries by name in their directory (unlink, rmdir,
+// SNAP_DESTROY), which follows nothing. Build records the subvolume id
+// and UUID of the work subvolume it creates, and publishes only that
+// subvolume: if the step put a symlink, another directory or subvolume or
+// a mount in its place, Build fails with ErrWorkReplaced and publishes
+// nothing (Release likewise for a cache clone). What a step leaves is
+// removed: nested subvolumes (read-only ones too), immutable and
+// append-only files and directories (the flags are cleared first, which
+// needs CAP_LINUX_IMMUTABLE), directories left without write or search
+// permission, mounts (detached with MNT_DETACH, which needs
+// CAP_SYS_ADMIN, and only after checking by mount id that the mount is
+// below the store's directory); a work subvolume or build directory that
+// the step moved elsewhere below the root is found by its descriptor and
+// removed there, one moved out of the root is left where it is and the
+// error says where. What cannot be removed is named in the error or the
+// log, and Open tries again; Open also clears immutable flags from the
+// store's own directories, detaches mounts on them and on results, and
+// replaces a symlink planted in place of one of them. Temporary names
+// that a step took in advance are skipped.
+//
+// # Full and read-only filesystems
+//
+// An operation that runs out of space fails with an error matching
+// syscall.ENOSPC, on a read-only filesystem with syscall.EROFS, and
+// leaves nothing behind that Open would not remove: every step that btrfs
+// can fail (creates, snapshots, which can also fail at commit time,
+// renames) cleans up what it made. A cache
+// release that cannot be saved keeps the previous version. Delete works
+// on a full filesystem (deleting in place when there is no room to rename
+// the result away first), and once CompleteDeletes has returned the space
+// is there for new builds. CompleteDeletes returns EROFS rather than wait
+// forever on a read-only filesystem, where the kernel does not clean
+// deleted subvolumes. Open refuses a read-only mount; after a read-write
+// remount it repairs what the interrupted operations left. The store
+// keeps no file open for writing, so that the filesystem can be remounted
+// read-only while it is open.
 //
 // # Concurrency and privileges
 //

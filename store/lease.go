@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,10 +16,11 @@ import (
 // CacheLease is a writable clone of a cache, given out by Store.Cache.
 type CacheLease struct {
 	s     *Store
-	name  string // cache name as given
-	entry string // its escaped directory entry in cache/
-	clone string // its directory entry in cache-tmp/
-	gen   uint64 // the cache's generation when cloned
+	name  string  // cache name as given
+	entry string  // its escaped directory entry in cache/
+	clone string  // its directory entry in cache-tmp/
+	gen   uint64  // the cache's generation when cloned
+	vol   workVol // the clone as created, open until released
 	once  sync.Once
 	err   error
 }
@@ -55,25 +58,52 @@ func (s *Store) Cache(ctx context.Context, name string, owner Owner) (*CacheLeas
 	if err := s.ensureCache(entry); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
-	l := &CacheLease{s: s, name: name, entry: entry, clone: s.tmpName("k"), gen: held.Generation()}
-	srcFd, err := openDirAt(s.cacheFd, entry)
-	if err != nil {
+	l := &CacheLease{s: s, name: name, entry: entry, gen: held.Generation(), vol: workVol{fd: -1}}
+	if err := s.clone(l, owner); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
-	err = ioctl.SnapshotAt(srcFd, s.cacheTmpFd, l.clone, 0)
+	s.mu.Lock()
+	s.leases[l] = struct{}{}
+	s.mu.Unlock()
+	s.log.V(1).Info("cache cloned", "name", name, "generation", l.gen, "path", l.Path())
+	return l, nil
+}
+
+// clone snapshots the cache writable into a fresh entry of cache-tmp,
+// gives it to owner and records it in l.
+func (s *Store) clone(l *CacheLease, owner Owner) error {
+	srcFd, err := openDirAt(s.cacheFd, l.entry)
+	if err != nil {
+		return err
+	}
+	for range maxNameTries {
+		l.clone = s.tmpName("k")
+		if err = ioctl.SnapshotAt(srcFd, s.cacheTmpFd, l.clone, 0); !errors.Is(err, fs.ErrExist) {
+			break
+		}
+	}
 	unix.Close(srcFd)
 	if err == nil {
-		err = unix.Fchownat(s.cacheTmpFd, l.clone, owner.UID, owner.GID, unix.AT_SYMLINK_NOFOLLOW)
-		if err != nil {
+		err = s.failAt("snapshot-clone")
+	}
+	if err == nil {
+		err = l.vol.identify(s.cacheTmpFd, l.clone)
+	}
+	if err == nil {
+		if err = unix.Fchown(l.vol.fd, owner.UID, owner.GID); err != nil {
 			err = &os.PathError{Op: "chown", Path: l.Path(), Err: err}
-			removeEntry(s.cacheTmpFd, l.clone)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
+		l.vol.close()
+		if l.clone != "" {
+			if rerr := s.removeEntry(s.cacheTmpFd, cacheTmpDir, l.clone); rerr != nil {
+				s.log.Error(rerr, "removing a failed cache clone failed; Open retries", "name", l.name, "entry", l.clone)
+			}
+		}
+		return explainEPERM(err, s.cacheTmpFd, cacheTmpDir)
 	}
-	s.log.V(1).Info("cache cloned", "name", name, "generation", l.gen, "path", l.Path())
-	return l, nil
+	return nil
 }
 
 // ensureCache creates cache entry as an empty read-only subvolume if it
@@ -88,8 +118,18 @@ func (s *Store) ensureCache(entry string) error {
 	if err != unix.ENOENT {
 		return &os.PathError{Op: "fstatat", Path: entry, Err: err}
 	}
-	tmp := s.tmpName("t-")
-	if err := ioctl.CreateSubvolumeAt(s.cacheFd, tmp); err != nil {
+	var tmp string
+	for range maxNameTries {
+		tmp = s.tmpName("t-")
+		if err = ioctl.CreateSubvolumeAt(s.cacheFd, tmp); !errors.Is(err, fs.ErrExist) {
+			break
+		}
+	}
+	if err == nil {
+		err = s.failAt("create-cache")
+	}
+	if err != nil {
+		s.removeFailed(s.cacheFd, cacheDir, tmp)
 		return err
 	}
 	fd, err := openDirAt(s.cacheFd, tmp)
@@ -100,10 +140,26 @@ func (s *Store) ensureCache(entry string) error {
 	if err == nil {
 		err = moveNoReplace(s.cacheFd, tmp, s.cacheFd, entry)
 	}
+	if err == nil {
+		if err = s.failAt("rename-cache"); err != nil {
+			// As if the rename had failed after all: take it back.
+			if moveNoReplace(s.cacheFd, entry, s.cacheFd, tmp) != nil {
+				return err
+			}
+		}
+	}
 	if err != nil {
-		removeEntry(s.cacheFd, tmp)
+		s.removeFailed(s.cacheFd, cacheDir, tmp)
 	}
 	return err
+}
+
+// removeFailed removes what a failed step may have made; a failure to is
+// logged (Open retries), as the step's own error is what the caller gets.
+func (s *Store) removeFailed(dirFd int, dir, name string) {
+	if err := s.removeEntry(dirFd, dir, name); err != nil {
+		s.log.Error(err, "removing what a failed step made failed; Open retries", "entry", name)
+	}
 }
 
 // Release ends the lease. If no release or DeleteCache of the cache
@@ -142,8 +198,12 @@ func (l *CacheLease) release(ctx context.Context) error {
 	} else {
 		s.log.V(1).Info("cache clone discarded: a newer generation exists", "name", l.name)
 	}
-	if rerr := removeEntry(s.cacheTmpFd, l.clone); rerr != nil && err == nil {
-		err = rerr
+	if rerr := l.removeClone(); rerr != nil {
+		if err == nil {
+			err = rerr
+		} else {
+			err = fmt.Errorf("%w; removing the clone failed too (Open retries): %w", err, rerr)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("btrstore: release cache %q: %w", l.name, err)
@@ -151,10 +211,28 @@ func (l *CacheLease) release(ctx context.Context) error {
 	return nil
 }
 
-// save makes the clone the new version of the cache.
+// removeClone removes the clone, and closes it: at its name, and, if a
+// step moved it away, where it went.
+func (l *CacheLease) removeClone() error {
+	s := l.s
+	err := s.removeEntry(s.cacheTmpFd, cacheTmpDir, l.clone)
+	if !l.vol.verified {
+		if merr := s.removeMoved(l.vol.fd, "cache clone", cacheTmpDir+"/"+l.clone); merr != nil {
+			err = errors.Join(err, merr)
+		}
+	}
+	s.mu.Lock()
+	delete(s.leases, l)
+	l.vol.close()
+	s.mu.Unlock()
+	return err
+}
+
+// save makes the clone the new version of the cache: the clone the store
+// made, checked by id, never what a step put in its place.
 func (l *CacheLease) save() error {
 	s := l.s
-	cloneFd, err := openDirAt(s.cacheTmpFd, l.clone)
+	cloneFd, err := l.vol.openVerified(s.cacheTmpFd, l.clone, "the cache clone "+l.Path())
 	if err != nil {
 		return err
 	}
@@ -164,23 +242,49 @@ func (l *CacheLease) save() error {
 	var st unix.Stat_t
 	err = unix.Fstat(cloneFd, &st)
 	if err == nil && (int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid()) {
-		err = unix.Fchown(cloneFd, os.Geteuid(), os.Getegid())
+		if err = unix.Fchown(cloneFd, os.Geteuid(), os.Getegid()); err != nil {
+			err = explainEPERM(&os.PathError{Op: "chown", Path: l.Path(), Err: err}, cloneFd, l.Path())
+		}
 	}
-	tmp := s.tmpName("t-")
+	var tmp string
 	if err == nil {
-		err = ioctl.SnapshotAt(cloneFd, s.cacheFd, tmp, ioctl.SnapshotReadOnly)
+		for range maxNameTries {
+			tmp = s.tmpName("t-")
+			if err = ioctl.SnapshotAt(cloneFd, s.cacheFd, tmp, ioctl.SnapshotReadOnly); !errors.Is(err, fs.ErrExist) {
+				break
+			}
+		}
+		if err == nil {
+			err = s.failAt("snapshot-save")
+		}
+		err = explainEPERM(err, s.cacheFd, cacheDir)
 	}
 	unix.Close(cloneFd)
 	if err != nil {
+		if tmp != "" {
+			s.removeFailed(s.cacheFd, cacheDir, tmp)
+		}
 		return err
 	}
-	if err := exchange(s.cacheFd, tmp, l.entry); err != nil {
+	err = exchange(s.cacheFd, tmp, l.entry)
+	if err == nil {
+		if err = s.failAt("exchange-cache"); err != nil {
+			// As if the exchange had failed after all: swap back.
+			if exchange(s.cacheFd, tmp, l.entry) != nil {
+				return err
+			}
+		}
+	}
+	if err != nil {
 		// The cache was deleted meanwhile by another process? Not with
 		// the lock held: keep the old version, drop the new one.
-		removeEntry(s.cacheFd, tmp)
+		s.removeFailed(s.cacheFd, cacheDir, tmp)
 		return err
 	}
-	return removeEntry(s.cacheFd, tmp) // now the old version
+	if err := s.removeEntry(s.cacheFd, cacheDir, tmp); err != nil { // now the old version
+		return fmt.Errorf("the new version is in place, but removing the old one failed (Open retries): %w", err)
+	}
+	return nil
 }
 
 // DeleteCache deletes cache name. Clones in use stay usable, but their
@@ -201,8 +305,19 @@ func (s *Store) DeleteCache(ctx context.Context, name string) error {
 	}
 	defer held.Unlock()
 	held.Bump()
-	if err := removeEntry(s.cacheFd, entry); err != nil {
-		return fmt.Errorf("btrstore: delete cache %q: %w", name, err)
+	// At once where it is (a subvolume delete is atomic); only if the
+	// kernel refuses (a flag or mode a step left, no CAP_SYS_ADMIN) is it
+	// renamed away first, so that cache/<name> is never a half-unlocked
+	// version while removeEntry makes it deletable.
+	err = ioctl.DeleteSubvolumeAt(s.cacheFd, entry, 0)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		trash, merr := s.moveToTmp(s.cacheFd, entry, s.cacheFd, "t-")
+		if merr != nil {
+			return fmt.Errorf("btrstore: delete cache %q: %w", name, err)
+		}
+		if err := s.removeEntry(s.cacheFd, cacheDir, trash); err != nil {
+			return fmt.Errorf("btrstore: delete cache %q: cache gone, but freeing it failed (Open retries): %w", name, err)
+		}
 	}
 	s.log.V(1).Info("cache deleted", "name", name)
 	return nil

@@ -405,20 +405,7 @@ type matrixExpectation struct {
 	// notPriv: the failure is the kernel's EPERM, explained, rather
 	// than one of kernel.Report's checks (kernel.ErrMissingPrivilege).
 	notPriv bool
-	// bug, if set, is a known store bug that makes the outcome differ
-	// from the matrixExpectation: the test logs the difference instead of
-	// failing, and says when the bug is gone.
-	bug string
 }
-
-// Known bugs (reported with a fix; remove each note once it is in).
-const (
-	bugChmod = "deleteSubvolume does not restore the write and search permission that SNAP_DESTROY checks " +
-		"(on the subvolume's root without CAP_SYS_ADMIN, on the parents of nested subvolumes always): " +
-		"the work dir or result stays in result-tmp, and Open's repair then fails for good"
-	bugFowner = "Build reports the kernel's bare EPERM for a snapshot of a subvolume another user owns, " +
-		"without naming CAP_FOWNER"
-)
 
 // expectedMatrix derives each operation's outcome for setup p on a kernel
 // with or without SUBVOL_SYNC_WAIT.
@@ -450,15 +437,15 @@ func expectedMatrix(p privSetup, syncWait bool) map[string]matrixExpectation {
 	// too. The store owns what its builds leave, so it can restore them.
 	chmodBug := false
 	if !p.admin {
-		want[opBuildRO] = matrixExpectation{result: outcomeWorks, bug: bugChmod}
+		want[opBuildRO] = matrixExpectation{result: outcomeWorks}
 		chmodBug = true
 	}
 	if !p.dac {
-		want[opBuildNested] = matrixExpectation{result: outcomeWorks, bug: bugChmod}
+		want[opBuildNested] = matrixExpectation{result: outcomeWorks}
 		chmodBug = true
 	}
 	if chmodBug {
-		want[opReopen] = matrixExpectation{result: outcomeWorks, bug: bugChmod}
+		want[opReopen] = matrixExpectation{result: outcomeWorks}
 	}
 	// Snapshotting a subvolume needs owning its root or CAP_FOWNER; the
 	// step needs CAP_CHOWN to give its directory away at all.
@@ -466,7 +453,7 @@ func expectedMatrix(p privSetup, syncWait bool) map[string]matrixExpectation {
 	case !p.chown:
 		want[opBuildGiven] = matrixExpectation{result: outcomeNA}
 	case !p.fowner:
-		want[opBuildGiven] = matrixExpectation{result: outcomeFails, names: []string{"CAP_FOWNER"}, notPriv: true, bug: bugFowner}
+		want[opBuildGiven] = matrixExpectation{result: outcomeFails, names: []string{"CAP_FOWNER"}, notPriv: true}
 	}
 	return want
 }
@@ -480,7 +467,6 @@ func TestPrivilegeMatrix(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		observed = make(map[string]map[string]opOutcome) // guarded by mu: setup → op → outcome
-		bugs     = make(map[string]string)               // guarded by mu: setup NUL op → known bug seen
 		kernelV  string
 	)
 	t.Run("setups", func(t *testing.T) {
@@ -511,19 +497,15 @@ func TestPrivilegeMatrix(t *testing.T) {
 				observed[p.name] = got
 				mu.Unlock()
 
-				bugSeen := false
 				for _, op := range matrixOps {
-					if checkOutcome(t, op, got[op], want[op]) {
-						bugSeen = true
-						mu.Lock()
-						bugs[p.name+"\x00"+op] = want[op].bug
-						mu.Unlock()
+					for _, problem := range outcomeProblems(got[op], want[op]) {
+						t.Errorf("%s: %s", op, problem)
 					}
 				}
 				if len(outcomes) != len(matrixOps) {
 					t.Errorf("child reported %d outcomes, want %d", len(outcomes), len(matrixOps))
 				}
-				checkMatrixLayout(t, fsys.Path, want[opOpen].result == outcomeWorks, !bugSeen)
+				checkMatrixLayout(t, fsys.Path, want[opOpen].result == outcomeWorks)
 			})
 		}
 	})
@@ -533,28 +515,8 @@ func TestPrivilegeMatrix(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if len(observed) == len(setups) {
-		t.Logf("privilege matrix (Linux %s):\n%s", kernelV, matrixTable(setups, observed, bugs))
+		t.Logf("privilege matrix (Linux %s):\n%s", kernelV, matrixTable(setups, observed))
 	}
-}
-
-// checkOutcome compares an outcome with its matrixExpectation. It returns
-// whether a known bug showed.
-func checkOutcome(t *testing.T, op string, got opOutcome, want matrixExpectation) (bugSeen bool) {
-	t.Helper()
-	problems := outcomeProblems(got, want)
-	switch {
-	case len(problems) == 0 && want.bug != "":
-		t.Logf("%s: as expected, so this known bug is gone; drop its note: %s", op, want.bug)
-	case len(problems) == 0:
-	case want.bug != "":
-		t.Logf("%s: KNOWN BUG (%s): %s", op, want.bug, strings.Join(problems, "; "))
-		return true
-	default:
-		for _, p := range problems {
-			t.Errorf("%s: %s", op, p)
-		}
-	}
-	return false
 }
 
 func outcomeProblems(got opOutcome, want matrixExpectation) []string {
@@ -580,9 +542,9 @@ func outcomeProblems(got opOutcome, want matrixExpectation) []string {
 }
 
 // checkMatrixLayout checks, as root, what the child left: after a refused
-// Open, nothing; otherwise exactly result b, empty cache directories and,
-// unless a known bug showed, an empty result-tmp.
-func checkMatrixLayout(t *testing.T, root string, opened, tmpEmpty bool) {
+// Open, nothing; otherwise exactly result b and empty cache and tmp
+// directories.
+func checkMatrixLayout(t *testing.T, root string, opened bool) {
 	t.Helper()
 	if !opened {
 		if names := entries(t, root); len(names) != 0 {
@@ -593,11 +555,7 @@ func checkMatrixLayout(t *testing.T, root string, opened, tmpEmpty bool) {
 	if got := entries(t, filepath.Join(root, resultDir)); !slices.Equal(got, []string{"b"}) {
 		t.Errorf("results left by the child: %v, want [b]", got)
 	}
-	dirs := []string{cacheTmpDir, cacheDir}
-	if tmpEmpty {
-		dirs = append(dirs, resultTmpDir)
-	}
-	for _, d := range dirs {
+	for _, d := range []string{cacheTmpDir, cacheDir, resultTmpDir} {
 		if names := entries(t, filepath.Join(root, d)); len(names) != 0 {
 			t.Errorf("%s not empty after the child: %v", d, names)
 		}
@@ -610,16 +568,7 @@ var matrixTerms = []string{"CAP_SYS_ADMIN", "user_subvol_rm_allowed", "Linux 6.1
 
 // matrixTable renders the observed outcomes as a Markdown table: one row
 // per operation, one column per setup.
-func matrixTable(setups []privSetup, observed map[string]map[string]opOutcome, bugs map[string]string) string {
-	var bugNotes []string // numbered in order of appearance
-	bugRef := func(bug string) string {
-		i := slices.Index(bugNotes, bug)
-		if i < 0 {
-			bugNotes = append(bugNotes, bug)
-			i = len(bugNotes) - 1
-		}
-		return fmt.Sprintf(" (bug %d)", i+1)
-	}
+func matrixTable(setups []privSetup, observed map[string]map[string]opOutcome) string {
 	var b strings.Builder
 	b.WriteString("| operation |")
 	for _, p := range setups {
@@ -633,11 +582,7 @@ func matrixTable(setups []privSetup, observed map[string]map[string]opOutcome, b
 	for _, op := range matrixOps {
 		fmt.Fprintf(&b, "| %s |", op)
 		for _, p := range setups {
-			cell := matrixCell(observed[p.name][op])
-			if bug, ok := bugs[p.name+"\x00"+op]; ok {
-				cell += bugRef(bug)
-			}
-			fmt.Fprintf(&b, " %s |", cell)
+			fmt.Fprintf(&b, " %s |", matrixCell(observed[p.name][op]))
 		}
 		b.WriteString("\n")
 	}
@@ -649,9 +594,6 @@ func matrixTable(setups []privSetup, observed map[string]map[string]opOutcome, b
 		fmt.Fprintf(&b, "**%s**: %s", p.name, p.detail)
 	}
 	b.WriteString(".\n")
-	for i, bug := range bugNotes {
-		fmt.Fprintf(&b, "\nBug %d (fix pending): %s.\n", i+1, bug)
-	}
 	return b.String()
 }
 

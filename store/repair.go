@@ -2,7 +2,7 @@ package store
 
 import (
 	"context"
-	"os"
+	"errors"
 	"strings"
 
 	"github.com/btrstore/btrstore/ioctl"
@@ -10,13 +10,24 @@ import (
 )
 
 // repair brings the directories to the store's invariants after a crash:
-// result-tmp and cache-tmp are emptied (builds in progress, clones,
-// results being deleted); a result/<id> that is not a directory holding a
+// a result that was frozen but whose rename into result/ was lost
+// (result-tmp/b<n>/out/<id> holding a complete read-only snapshot, and no
+// result/<id>) is published; then result-tmp and cache-tmp are emptied
+// (builds in progress, clones, results being deleted); a result/<id> that is not a directory holding a
 // read-only subvolume "snapshot" is removed; in cache/, entries other
 // than escaped cache names (versions being swapped in or out) are removed,
 // and a cache that is not a read-only subvolume is removed. Each repair is
 // logged. Everything else is left alone.
+//
+// Removal is as safe as removeEntry makes it (no symlink followed, mounts
+// detached, flags cleared). An entry that still cannot be removed is
+// logged with the reason and left: the store opens all the same (its
+// temporary names never collide with a left-over entry), and the next
+// Open tries again. Only a directory that cannot be listed fails Open.
 func (s *Store) repair(ctx context.Context) error {
+	if err := s.publishStaged(); err != nil {
+		return err
+	}
 	for _, d := range []struct {
 		fd   int
 		name string
@@ -27,8 +38,8 @@ func (s *Store) repair(ctx context.Context) error {
 		}
 		for _, n := range names {
 			s.log.Info("removing left-over entry", "dir", d.name, "entry", n)
-			if err := removeEntry(d.fd, n); err != nil {
-				return err
+			if err := s.removeEntry(d.fd, d.name, n); err != nil {
+				s.log.Error(err, "cannot remove left-over entry; left for the next Open", "dir", d.name, "entry", n)
 			}
 		}
 	}
@@ -44,12 +55,18 @@ func (s *Store) repair(ctx context.Context) error {
 			continue
 		}
 		s.log.Info("removing incomplete result", "id", id)
-		trash := s.tmpName("d")
-		if err := moveNoReplace(s.resultFd, id, s.resultTmpFd, trash); err != nil {
-			return err
+		trash, err := s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")
+		if errors.Is(err, unix.EBUSY) {
+			// A mount on it: detach, and try again.
+			if err = s.detachMounts(s.resultFd, id, resultDir+"/"+id); err == nil {
+				trash, err = s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")
+			}
 		}
-		if err := removeEntry(s.resultTmpFd, trash); err != nil {
-			return err
+		if err == nil {
+			err = s.removeEntry(s.resultTmpFd, resultTmpDir, trash)
+		}
+		if err != nil {
+			s.log.Error(err, "cannot remove incomplete result; left for the next Open", "id", id)
 		}
 	}
 	caches, err := readDirNames(s.cacheFd)
@@ -57,21 +74,62 @@ func (s *Store) repair(ctx context.Context) error {
 		return err
 	}
 	for _, n := range caches {
-		if strings.HasPrefix(n, "c-") && isReadOnlySubvolume(s.cacheFd, n) {
+		if strings.HasPrefix(n, "c-") && s.isReadOnlySubvolume(s.cacheFd, n, cacheDir+"/"+n) {
 			continue
 		}
 		s.log.Info("removing left-over cache entry", "entry", n)
-		if err := removeEntry(s.cacheFd, n); err != nil {
-			return err
+		if err := s.removeEntry(s.cacheFd, cacheDir, n); err != nil {
+			s.log.Error(err, "cannot remove left-over cache entry; left for the next Open", "entry", n)
 		}
 	}
 	return nil
 }
 
-// completeResult reports whether result/<id> is a plain directory holding
-// exactly the read-only subvolume "snapshot".
+// publishStaged publishes the results that builds had frozen when the
+// process died, before the rename that publishes them took effect (a
+// crash of the machine can undo that rename, but not the snapshot's
+// commit before it).
+func (s *Store) publishStaged() error {
+	builds, err := readDirNames(s.resultTmpFd)
+	if err != nil {
+		return err
+	}
+	for _, b := range builds {
+		if !strings.HasPrefix(b, "b") {
+			continue
+		}
+		outFd, err := openDirAt(s.resultTmpFd, b+"/"+stageDir)
+		if err != nil {
+			continue // no staged result
+		}
+		ids, _ := readDirNames(outFd)
+		for _, id := range ids {
+			display := resultTmpDir + "/" + b + "/" + stageDir + "/" + id
+			if validID(id) != nil || !s.completeAt(outFd, id, display) || s.resultExists(id) {
+				continue // removed with the rest of result-tmp
+			}
+			if err := moveNoReplace(outFd, id, s.resultFd, id); err != nil {
+				s.log.Error(err, "cannot publish a result frozen before a crash; it is removed", "id", id)
+				continue
+			}
+			s.log.Info("published a result frozen before a crash", "id", id)
+		}
+		unix.Close(outFd)
+	}
+	return nil
+}
+
+// completeResult reports whether result/<id> is a complete result.
 func (s *Store) completeResult(id string) bool {
-	fd, err := openDirAt(s.resultFd, id)
+	return s.completeAt(s.resultFd, id, resultDir+"/"+id)
+}
+
+// completeAt reports whether name in dirFd is a plain directory holding
+// exactly the read-only subvolume "snapshot". A mount a build step left on
+// it or its snapshot is detached first: it hides the result, it does not
+// make it incomplete.
+func (s *Store) completeAt(dirFd int, name, display string) bool {
+	fd, err := s.openDirDetaching(dirFd, name, display)
 	if err != nil {
 		return false
 	}
@@ -80,26 +138,17 @@ func (s *Store) completeResult(id string) bool {
 	if err != nil || len(names) != 1 || names[0] != snapshotName {
 		return false
 	}
-	return isReadOnlySubvolume(fd, snapshotName)
+	return s.isReadOnlySubvolume(fd, snapshotName, display+"/"+snapshotName)
 }
 
-func isReadOnlySubvolume(dirFd int, name string) bool {
-	fd, err := openDirAt(dirFd, name)
+// isReadOnlySubvolume reports whether name in dirFd is a read-only
+// subvolume, detaching a mount on it first.
+func (s *Store) isReadOnlySubvolume(dirFd int, name, display string) bool {
+	fd, err := s.openDirDetaching(dirFd, name, display)
 	if err != nil {
 		return false
 	}
 	defer unix.Close(fd)
 	info, err := ioctl.SubvolumeInfoFd(fd)
 	return err == nil && info.ReadOnly
-}
-
-// readDirNames lists a directory open as fd without consuming fd.
-func readDirNames(fd int) ([]string, error) {
-	dup, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(dup), ".")
-	defer f.Close()
-	return f.Readdirnames(-1)
 }

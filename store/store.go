@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/btrstore/btrstore/cache"
 	"github.com/btrstore/btrstore/ioctl"
@@ -27,11 +28,18 @@ const (
 	cacheTmpDir  = "cache-tmp"
 	snapshotName = "snapshot"
 	workName     = "work"
+	stageDir     = "out" // result-tmp/b<n>/out/<id>: a result about to be published
 	lockName     = ".btrstore.lock"
 )
 
 // ErrClosed is returned by the methods of a closed Store.
 var ErrClosed = errors.New("btrstore: store is closed")
+
+// ErrWorkReplaced is matched by the error of a Build whose step replaced
+// or moved away its work directory (a symlink, another directory or
+// subvolume, or a mount in its place), and of a Release whose cache clone
+// was: the store publishes or saves only the subvolume it created.
+var ErrWorkReplaced = errors.New("btrstore: the directory handed out was replaced")
 
 // Config configures a Store. Its zero value is the sensible default.
 type Config struct {
@@ -60,13 +68,24 @@ type Store struct {
 	rootFd, resultFd, resultTmpFd, cacheFd, cacheTmpFd int
 	lockFd                                             int
 
+	// realRoot is the root as the kernel names it (symlinks resolved),
+	// to tell whether what a build moved is still below the root; "" if
+	// /proc could not tell.
+	realRoot string
+
+	// fail, set only by tests, is called after each step that can fail
+	// for want of space or at commit time (before the rename in Delete);
+	// an error it returns is taken as that step's.
+	fail func(step string) error
+
 	seq     atomic.Uint64 // names of temporary entries
 	builds  cache.Table   // one Build per id at a time
 	results rwLocks       // shared: snapshotting as a base; exclusive: Delete
 	caches  cache.Table   // per cache name: lock and generation
 
-	mu      sync.Mutex        // guards running
-	running map[string]string // id -> work dir of builds in progress
+	mu      sync.Mutex               // guards running and leases
+	running map[string]string        // id -> work dir of builds in progress
+	leases  map[*CacheLease]struct{} // leases not yet released, whose clones are open
 }
 
 // Open opens the store at root, a directory on btrfs, creating its
@@ -78,19 +97,27 @@ type Store struct {
 // user_subvol_rm_allowed mount option; waiting for cleanup needs
 // CAP_SYS_ADMIN or Linux 6.13. Open checks both and fails with an error that
 // says what is missing and how to get it (errors.Is(err, fs.ErrPermission)).
+// Cleaning up after build steps that misbehave may need more, asked for
+// only then, with errors that name it: CAP_SYS_ADMIN to detach a mount a
+// step left, CAP_LINUX_IMMUTABLE to clear an immutable or append-only
+// flag. A read-only mount fails with an error matching syscall.EROFS.
 // Kernel: 4.18 (GET_SUBVOL_INFO).
 func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
+	// Every missing requirement at once, so that one fix is not followed
+	// by the news of the next.
 	r := kernel.Check(abs)
-	for _, check := range []func() error{r.CanUseBtrfs, r.CanDeleteSubvolumes, r.CanWaitDeleted} {
-		if err := check(); err != nil {
-			return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
-		}
+	err = r.Err // the check itself failed (no such path...): every Can* says so
+	if err == nil {
+		err = errors.Join(r.CanUseBtrfs(), r.CanDeleteSubvolumes(), r.CanWaitDeleted())
 	}
-	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]string{},
+	if err != nil {
+		return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
+	}
+	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]string{}, leases: map[*CacheLease]struct{}{},
 		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
 	if err := s.openDirs(); err != nil {
 		s.closeFds()
@@ -112,7 +139,22 @@ func (s *Store) openDirs() error {
 	if err := ioctl.CheckBtrfs(s.rootFd); err != nil {
 		return &fs.PathError{Op: "statfs", Path: s.root, Err: err}
 	}
-	s.lockFd, err = unix.Openat(s.rootFd, lockName, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	// kernel.Check saw the mount's options; the filesystem may have gone
+	// read-only since, and the root may be in a read-only subvolume.
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(s.rootFd, &sfs); err == nil && sfs.Flags&unix.ST_RDONLY != 0 {
+		return fmt.Errorf("%s is on a read-only filesystem: remount it read-write: %w", s.root,
+			&fs.PathError{Op: "statfs", Path: s.root, Err: unix.EROFS})
+	}
+	var info ioctl.GetSubvolInfoArgs // of the subvolume holding the root
+	if err := ioctl.GetSubvolInfo(s.rootFd, &info); err == nil && info.Flags&ioctl.BTRFS_ROOT_SUBVOL_RDONLY != 0 {
+		return fmt.Errorf("%s is in a read-only subvolume: put the store in a writable one: %w", s.root,
+			&fs.PathError{Op: "BTRFS_IOC_GET_SUBVOL_INFO", Path: s.root, Err: unix.EROFS})
+	}
+	s.realRoot, _ = fdPath(s.rootFd)
+	// Read-only: a file open for writing would keep the filesystem from
+	// being remounted read-only (EBUSY); flock does not need write access.
+	s.lockFd, err = unix.Openat(s.rootFd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: lockName, Err: err}
 	}
@@ -126,16 +168,89 @@ func (s *Store) openDirs() error {
 		name string
 		fd   *int
 	}{{resultDir, &s.resultFd}, {resultTmpDir, &s.resultTmpFd}, {stateDir, nil}, {cacheDir, &s.cacheFd}, {cacheTmpDir, &s.cacheTmpFd}} {
-		if err := unix.Mkdirat(s.rootFd, d.name, 0o755); err != nil && err != unix.EEXIST {
-			return &fs.PathError{Op: "mkdirat", Path: d.name, Err: err}
-		}
-		if d.fd != nil {
-			if *d.fd, err = openDirAt(s.rootFd, d.name); err != nil {
-				return err
+		if d.fd == nil {
+			// state/ is the caller's: made if missing, else left alone
+			// (it may well be a symlink to the caller's database).
+			if err := unix.Mkdirat(s.rootFd, d.name, 0o755); err != nil && err != unix.EEXIST {
+				return &fs.PathError{Op: "mkdirat", Path: d.name, Err: err}
 			}
+			continue
 		}
+		if err := s.mkdirStoreDir(d.name); err != nil {
+			return err
+		}
+		fd, err := s.openDirDetaching(s.rootFd, d.name, d.name)
+		if err != nil {
+			return err
+		}
+		// A build step may have made the store's own directory immutable
+		// or append-only, which would fail every build or removal in it.
+		if changed, err := clearProtection(fd, d.name); err != nil {
+			s.log.Error(err, "the store's directory is immutable or append-only; builds and removals in it will fail", "dir", d.name)
+		} else if changed {
+			s.log.Info("cleared the immutable or append-only flag of the store's directory", "dir", d.name)
+		}
+		*d.fd = fd
 	}
 	return nil
+}
+
+// mkdirStoreDir makes the store's directory name in the root if missing.
+// A symlink in its place, which a build step may have planted, is
+// replaced by the directory.
+func (s *Store) mkdirStoreDir(name string) error {
+	err := unix.Mkdirat(s.rootFd, name, 0o755)
+	if err != unix.EEXIST {
+		if err != nil {
+			return &fs.PathError{Op: "mkdirat", Path: name, Err: err}
+		}
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(s.rootFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return nil // a directory, or what openDirAt then reports
+	}
+	target, _ := readlinkAt(s.rootFd, name)
+	s.log.Info("replacing a symlink in place of the store's directory", "dir", name, "target", target)
+	if err := unix.Unlinkat(s.rootFd, name, 0); err != nil {
+		return &fs.PathError{Op: "unlinkat", Path: name, Err: err}
+	}
+	if err := unix.Mkdirat(s.rootFd, name, 0o755); err != nil {
+		return &fs.PathError{Op: "mkdirat", Path: name, Err: err}
+	}
+	return nil
+}
+
+// readlinkAt reads the symlink name in dirFd.
+func readlinkAt(dirFd int, name string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(dirFd, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// openDirDetaching is openDirAt, but a mount on the entry (EXDEV), which
+// a build step may have left, is detached (see detachMounts) and the open
+// tried again. display names the entry in logs and errors.
+func (s *Store) openDirDetaching(dirFd int, name, display string) (int, error) {
+	fd, err := openDirAt(dirFd, name)
+	if errors.Is(err, unix.EXDEV) {
+		if derr := s.detachMounts(dirFd, name, display); derr != nil {
+			return -1, errors.Join(err, derr)
+		}
+		fd, err = openDirAt(dirFd, name)
+	}
+	return fd, err
+}
+
+// failAt returns the error that a test injects after step, if any.
+func (s *Store) failAt(step string) error {
+	if s.fail == nil {
+		return nil
+	}
+	return s.fail(step)
 }
 
 func (s *Store) closeFds() {
@@ -155,6 +270,14 @@ func (s *Store) Close() error {
 	if !s.closed {
 		s.closed = true
 		s.closeFds() // closing lockFd releases the flock
+		// Leases released from now on get ErrClosed, and the next Open
+		// removes their clones: nothing keeps the filesystem busy.
+		s.mu.Lock()
+		for l := range s.leases {
+			l.vol.close()
+		}
+		clear(s.leases)
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -195,14 +318,32 @@ func (s *Store) Result(id string) (string, error) {
 }
 
 // result is Result for callers that have entered already: entering twice
-// could deadlock against a waiting Close (sync.RWMutex).
+// could deadlock against a waiting Close (sync.RWMutex). The path it
+// returns leads to the result and nowhere else: result/<id> must be a
+// directory (not a symlink a build step planted) and neither it nor its
+// snapshot a mount point.
 func (s *Store) result(id string) (string, error) {
-	var st unix.Stat_t
 	rel := id + "/" + snapshotName
-	if err := unix.Fstatat(s.resultFd, rel, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return "", &fs.PathError{Op: "result", Path: id, Err: err}
+	for _, p := range []string{id, rel} {
+		var stx unix.Statx_t
+		if err := unix.Statx(s.resultFd, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE|unix.STATX_INO, &stx); err != nil {
+			return "", &fs.PathError{Op: "result", Path: id, Err: err}
+		}
+		if stx.Mode&unix.S_IFMT != unix.S_IFDIR || p == rel && stx.Ino != ioctl.BTRFS_FIRST_FREE_OBJECTID {
+			return "", &fs.PathError{Op: "result", Path: id, Err: fmt.Errorf("%s is not a result: %w", p, fs.ErrNotExist)}
+		}
+		if stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+			return "", &fs.PathError{Op: "result", Path: id, Err: fmt.Errorf("a mount hides %s (Open detaches it): %w", p, unix.EXDEV)}
+		}
 	}
 	return filepath.Join(s.root, resultDir, rel), nil
+}
+
+// resultExists is the cheap check Build makes first; the rename that
+// publishes a result never replaces anything anyway.
+func (s *Store) resultExists(id string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(s.resultFd, id+"/"+snapshotName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 }
 
 // LogFile returns the path of the log of result id if the result exists,
@@ -244,9 +385,21 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	defer leave()
-	trash := s.tmpName("d")
 	unlock := s.results.lock(id, false)
-	err = moveNoReplace(s.resultFd, id, s.resultTmpFd, trash)
+	trash, err := "", s.failAt("rename-delete") // a test's injected failure of the rename
+	if err == nil {
+		trash, err = s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")
+	}
+	if errors.Is(err, unix.ENOSPC) {
+		// A full filesystem can refuse the rename (it needs metadata
+		// space) but not a subvolume delete or rmdir, which may use
+		// the global reserve: delete in place, which frees space.
+		err = s.deleteInPlace(id)
+		trash = ""
+		if err == nil {
+			s.log.V(1).Info("result deleted in place: no space to rename it away", "id", id)
+		}
+	}
 	unlock()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -255,8 +408,31 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("btrstore: delete %s: %w", id, err)
 	}
 	s.log.V(1).Info("result deleted", "id", id)
-	if err := removeEntry(s.resultTmpFd, trash); err != nil {
+	if trash == "" {
+		return nil
+	}
+	if err := s.removeEntry(s.resultTmpFd, resultTmpDir, trash); err != nil {
 		return fmt.Errorf("btrstore: delete %s: result gone, but freeing it failed (Open retries): %w", id, err)
+	}
+	return nil
+}
+
+// deleteInPlace deletes result id where it is, its snapshot first (at
+// once, atomically) and then its directory, for when it cannot be renamed
+// away. A crash in between leaves an empty result/<id>, which is no
+// result (Result says so) and which Open removes.
+func (s *Store) deleteInPlace(id string) error {
+	fd, err := openDirAt(s.resultFd, id)
+	if err != nil {
+		return err
+	}
+	err = ioctl.DeleteSubvolumeAt(fd, snapshotName, 0)
+	unix.Close(fd)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := unix.Unlinkat(s.resultFd, id, unix.AT_REMOVEDIR); err != nil && err != unix.ENOENT {
+		return s.removeEntry(s.resultFd, resultDir, id)
 	}
 	return nil
 }
@@ -271,10 +447,53 @@ func (s *Store) CompleteDeletes(ctx context.Context) error {
 		return err
 	}
 	defer leave()
-	if err := ioctl.WaitDeleted(ctx, s.root); err != nil {
+	// On a read-only filesystem the kernel does not clean deleted
+	// subvolumes, and waiting would never end: stop once it is (or
+	// becomes) read-only, with EROFS.
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.cancelIfReadOnly(ctx, cancel)
+	}()
+	err = ioctl.WaitDeleted(ctx, s.root)
+	cancel(nil)
+	<-done
+	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, unix.EROFS) {
+			err = cause
+		}
 		return fmt.Errorf("btrstore: complete deletes: %w", err)
 	}
 	return nil
+}
+
+// readOnlyPoll is how often CompleteDeletes checks whether the filesystem
+// became read-only.
+const readOnlyPoll = 20 * time.Millisecond
+
+// cancelIfReadOnly cancels ctx with an EROFS error as soon as the
+// filesystem is read-only, checking at once and then every readOnlyPoll,
+// until ctx ends.
+func (s *Store) cancelIfReadOnly(ctx context.Context, cancel context.CancelCauseFunc) {
+	var tick *time.Ticker
+	for {
+		var st unix.Statfs_t
+		if unix.Fstatfs(s.rootFd, &st) == nil && st.Flags&unix.ST_RDONLY != 0 {
+			cancel(fmt.Errorf("the filesystem of %s is read-only, and the kernel cleans deleted subvolumes only once it is remounted read-write: %w",
+				s.root, &fs.PathError{Op: "statfs", Path: s.root, Err: unix.EROFS}))
+			return
+		}
+		if tick == nil {
+			tick = time.NewTicker(readOnlyPoll)
+			defer tick.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // FreeSpace returns the percentage of the filesystem that is free, as

@@ -78,11 +78,6 @@ func (r *report) targetsSection(p printer) {
 	}
 	p("\n")
 	r.forkNote(p)
-	if v, ok := r.a.rs.median(pairedName("fsync"), "median-store/bare"); ok {
-		p("The store's build cycle includes an fsync of result/ after publishing, so that a result Build reported survives a crash; ")
-		p("obuilder's sequence (dennwc/btrfs, the CLI) has no counterpart. Paired, the bare build with that fsync took %s as long as without it, ", formatRatio(v))
-		p("which weighs on the comparisons of the build cycle with dennwc/btrfs and the CLI.\n\n")
-	}
 }
 
 // forkNote explains the ratios to the CLI from this run's numbers: a
@@ -123,7 +118,7 @@ func (r *report) mediansSection(p printer) {
 	p("In brackets: that time over btrstore's in the same round (median over rounds), ")
 	p("so above 1× btrstore is faster. For create, snapshot and delete \"btrstore\" is the ioctl package's fd-relative wrapper ")
 	p("and \"bare\" the raw ioctl on a prefilled struct; for the cycles it is the store, and \"bare\" the same system calls hand-written. ")
-	p("dennwc/btrfs and the CLI run obuilder's sequence of operations on the seed's layout (no fsync, and the cache replaced by delete then snapshot).\n\n")
+	p("dennwc/btrfs and the CLI run obuilder's sequence of operations on the seed's layout (the cache replaced by delete then snapshot).\n\n")
 	p("| operation |")
 	for _, c := range columns {
 		p(" %s |", c.heading)
@@ -196,15 +191,13 @@ func (r *report) pairedSection(p printer) {
 	p("BenchmarkPaired alternates a store cycle and a bare cycle on one filesystem, so that noise falls on both alike. ")
 	p("\"median cycle\" is the ratio of the median cycle times (a few stalled commits do not move it), \"mean\" that of the means; ")
 	p("CPU is the benchmark thread's user + system time per cycle. The control pairs the bare build with itself: ")
-	p("how far its ratios stray from 1 is the noise. The fsync row pairs the bare build (in the store column) with the same ")
-	p("without the fsync of result/ that makes a reported result survive a crash: what durability costs, which obuilder's sequence does not pay.\n\n")
+	p("how far its ratios stray from 1 is the noise.\n\n")
 	p("| cycle | store | bare | store/bare, median cycle | store/bare, mean | store CPU | bare CPU |\n")
 	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, c := range []struct{ key, title string }{
 		{"build", "build"},
 		{"cache", "cache"},
 		{"control", "control: bare build vs bare build"},
-		{"fsync", "fsync: bare build vs bare build without it"},
 	} {
 		name := pairedName(c.key)
 		get := func(unit string, f func(float64) string) string {

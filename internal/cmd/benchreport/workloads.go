@@ -113,7 +113,7 @@ var workloads = []workload{
 	{
 		key: "paired", title: "store and bare cycles alternating on one filesystem",
 		pkg: "store", bench: "BenchmarkPaired", sub: "cycle",
-		impls:     []impl{{name: "build"}, {name: "control"}, {name: "fsync"}, {name: "cache"}},
+		impls:     []impl{{name: "build"}, {name: "control"}, {name: "cache"}},
 		benchtime: 100, quickBenchtime: 3,
 	},
 	{

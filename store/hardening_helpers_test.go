@@ -1,0 +1,364 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/ioctl"
+	"github.com/btrstore/btrstore/kernel"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"golang.org/x/sys/unix"
+)
+
+// Helpers of the hardening tests (full disk, read-only filesystem, build
+// steps that attack the store). Each scenario checks the same things
+// afterwards: the store's other results are intact, nothing outside the
+// root changed (hardCanary), no mount is left below the root, and the
+// invariants hold after Close and Open (hardReopen).
+
+// hardLog collects what a store logs, V(0) and V(1), one line a message.
+type hardLog struct {
+	t     testing.TB
+	mu    sync.Mutex // guards lines
+	lines []string
+}
+
+func (l *hardLog) logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		l.mu.Lock()
+		l.lines = append(l.lines, args)
+		l.mu.Unlock()
+		l.t.Logf("store log: %s", args)
+	}, funcr.Options{Verbosity: 1})
+}
+
+// count returns how many lines contain every one of subs.
+func (l *hardLog) count(subs ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// errors returns the lines logged as errors.
+func (l *hardLog) errors() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range l.lines {
+		if strings.Contains(line, `"error"=`) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// hardEnv is a store on a fresh filesystem, opened with a logger.
+type hardEnv struct {
+	t    *testing.T
+	s    *Store
+	fs   *btrfstest.FS
+	root string
+	log  *hardLog
+}
+
+// newHardEnv makes a filesystem and opens a store at its top (or at
+// subdir of it, made first, if not ""). Mounts a failed test leaves below
+// the filesystem are detached before it is torn down.
+func newHardEnv(t *testing.T, subdir string, opts ...btrfstest.Option) *hardEnv {
+	t.Helper()
+	fsys := btrfstest.New(t, opts...)
+	t.Cleanup(func() { hardDetachAll(t, fsys.Path) })
+	root := fsys.Path
+	if subdir != "" {
+		root = filepath.Join(fsys.Path, subdir)
+		if err := os.Mkdir(root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &hardEnv{t: t, fs: fsys, root: root, log: &hardLog{t: t}}
+	e.open()
+	return e
+}
+
+// open opens the store (again), closing it at the end of the test.
+func (e *hardEnv) open() {
+	e.t.Helper()
+	s, err := Open(context.Background(), e.root, Config{Logger: e.log.logger()})
+	if err != nil {
+		e.t.Fatalf("Open: %v", err)
+	}
+	e.s = s
+	e.t.Cleanup(func() { s.Close() })
+}
+
+// reopen closes the store, opens it again (which repairs), and checks the
+// invariants and that no mount is left below the root.
+func (e *hardEnv) reopen() {
+	e.t.Helper()
+	if err := e.s.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.open()
+	checkInvariants(e.t, e.root)
+	if m := hardMountsBelow(e.t, e.fs.Path); len(m) > 0 {
+		e.t.Errorf("mounts left below the filesystem after Open: %v", m)
+	}
+}
+
+// build builds id on base with fn and fails the test on an error.
+func (e *hardEnv) build(id, base string, fn func(dir string) error) {
+	e.t.Helper()
+	if err := e.s.Build(e.t.Context(), id, base, func(_ context.Context, dir string) error { return fn(dir) }); err != nil {
+		e.t.Fatalf("Build(%s): %v", id, err)
+	}
+}
+
+// keep builds two results the scenario must not lose: keep-a, and keep-b
+// on it.
+func (e *hardEnv) keep() {
+	e.t.Helper()
+	e.build("keep-a", "", func(dir string) error {
+		if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
+			return err
+		}
+		return writeFile(dir, "d/a", "kept a")
+	})
+	e.build("keep-b", "keep-a", func(dir string) error { return writeFile(dir, "b", "kept b") })
+}
+
+// checkKept checks that keep-a and keep-b are intact.
+func (e *hardEnv) checkKept() {
+	e.t.Helper()
+	for id, files := range map[string]map[string]string{
+		"keep-a": {"d/a": "kept a"},
+		"keep-b": {"d/a": "kept a", "b": "kept b"},
+	} {
+		p, err := e.s.Result(id)
+		if err != nil {
+			e.t.Errorf("result %s lost: %v", id, err)
+			continue
+		}
+		for name, want := range files {
+			if got, err := os.ReadFile(filepath.Join(p, name)); err != nil || string(got) != want {
+				e.t.Errorf("result %s: %s = %q, %v; want %q", id, name, got, err, want)
+			}
+		}
+		if ro, err := ioctl.ReadOnly(p); err != nil || !ro {
+			e.t.Errorf("result %s: read-only = %v, %v", id, ro, err)
+		}
+	}
+}
+
+// noTmp checks that result-tmp and cache-tmp are empty.
+func (e *hardEnv) noTmp() {
+	e.t.Helper()
+	for _, d := range []string{resultTmpDir, cacheTmpDir} {
+		if names := entries(e.t, filepath.Join(e.root, d)); len(names) != 0 {
+			e.t.Errorf("%s not empty: %v", d, names)
+		}
+	}
+}
+
+// hardCanary is what lies outside the store and must stay as it is: on a
+// second btrfs a file, a directory tree, a subvolume holding a file and a
+// read-only one; and a directory tree on the temp filesystem.
+type hardCanary struct {
+	fs       *btrfstest.FS
+	dir      string // a plain directory tree on the second btrfs
+	sub      string // a subvolume there
+	roSub    string // a read-only subvolume there
+	tmp      string // a directory on another filesystem
+	snapshot map[string]string
+}
+
+func newHardCanary(t *testing.T) *hardCanary {
+	t.Helper()
+	fsys := btrfstest.New(t, btrfstest.Size(256<<20))
+	t.Cleanup(func() { hardDetachAll(t, fsys.Path) })
+	c := &hardCanary{fs: fsys, dir: filepath.Join(fsys.Path, "dir"), sub: filepath.Join(fsys.Path, "sub"),
+		roSub: filepath.Join(fsys.Path, "ro-sub"), tmp: t.TempDir()}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(c.dir, "inner", "deeper"), 0o755))
+	must(writeFile(c.dir, "inner/deeper/file", "canary"))
+	must(writeFile(fsys.Path, "top-file", "canary top"))
+	must(ioctl.CreateSubvolume(c.sub))
+	must(writeFile(c.sub, "file", "canary in subvolume"))
+	must(os.Mkdir(filepath.Join(c.sub, "snapshot"), 0o755)) // looks like a result
+	must(ioctl.Snapshot(c.sub, c.roSub, ioctl.SnapshotReadOnly))
+	must(os.MkdirAll(filepath.Join(c.tmp, "a", "b"), 0o755))
+	must(writeFile(c.tmp, "a/b/file", "canary in tmp"))
+	c.snapshot = c.take(t)
+	return c
+}
+
+// take records every entry below the canary's directories: type, mode,
+// content of files, target of links.
+func (c *hardCanary) take(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, top := range []string{c.fs.Path, c.tmp} {
+		err := filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			v := info.Mode().String()
+			switch {
+			case info.Mode().IsRegular():
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				v += " " + string(b)
+			case info.Mode()&fs.ModeSymlink != 0:
+				target, err := os.Readlink(p)
+				if err != nil {
+					return err
+				}
+				v += " -> " + target
+			}
+			out[p] = v
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("canary: %v", err)
+		}
+	}
+	return out
+}
+
+// check fails t if anything outside the store changed.
+func (c *hardCanary) check(t *testing.T) {
+	t.Helper()
+	got := c.take(t)
+	for _, p := range slices.Sorted(mapKeys(c.snapshot, got)) {
+		if c.snapshot[p] != got[p] {
+			t.Errorf("outside the store, %s changed: %q -> %q", p, c.snapshot[p], got[p])
+		}
+	}
+	for _, p := range []string{c.sub, c.roSub} {
+		if info, err := ioctl.SubvolumeInfo(p); err != nil {
+			t.Errorf("canary subvolume %s: %v", p, err)
+		} else if info.ReadOnly != (p == c.roSub) {
+			t.Errorf("canary subvolume %s: read-only %v", p, info.ReadOnly)
+		}
+	}
+	if m := hardMountsBelow(t, c.fs.Path); len(m) > 0 {
+		t.Errorf("mounts below the canary filesystem: %v", m)
+	}
+}
+
+func mapKeys(ms ...map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		seen := map[string]bool{}
+		for _, m := range ms {
+			for k := range m {
+				if !seen[k] {
+					seen[k] = true
+					if !yield(k) {
+						return
+					}
+				}
+			}
+		}
+	}
+}
+
+// hardMountsBelow lists the mount points strictly below dir.
+func hardMountsBelow(t testing.TB, dir string) []string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mounts, err := kernel.ParseMountInfo(bufio.NewReader(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range mounts {
+		if strings.HasPrefix(m.MountPoint, dir+"/") {
+			out = append(out, fmt.Sprintf("%s (%s, id %d)", m.MountPoint, m.FSType, m.ID))
+		}
+	}
+	return out
+}
+
+// hardDetachAll detaches whatever is still mounted below dir, deepest
+// first, so that the fixture can unmount dir: a safety net for a failed
+// test, which reports what it detached.
+func hardDetachAll(t testing.TB, dir string) {
+	for range 100 {
+		m := hardMountsBelow(t, dir)
+		if len(m) == 0 {
+			return
+		}
+		p, _, _ := strings.Cut(m[len(m)-1], " (")
+		t.Errorf("cleanup: detaching %s, left mounted below %s", p, dir)
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+	}
+}
+
+// setFlags adds inode flags (fsImmutableFl, fsAppendFl) to path.
+func setFlags(path string, flags int) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	old, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(old)|flags)
+	}
+	if err != nil {
+		return &fs.PathError{Op: "FS_IOC_SETFLAGS", Path: path, Err: err}
+	}
+	return nil
+}
+
+// hasFlags reports whether path has any of flags.
+func hasFlags(t testing.TB, path string, flags uint32) bool {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	got, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got&flags != 0
+}

@@ -1,0 +1,1133 @@
+//go:build soak
+
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/ioctl"
+	"github.com/go-logr/logr"
+)
+
+// The soak test ("make soak"; build tag soak, so not in the default run):
+// the crash test's machinery, run for a chosen duration (-soak.duration,
+// or $SOAK_DURATION) against a mixed, concurrent workload. A worker child
+// runs soakBuilders goroutines that build chained results (the crash
+// test's files plus a payload of real data extents; each build checks its
+// base's files in its work dir, then writes its own), delete the oldest
+// results beyond soakMaxResults and random ones, lease, check, rewrite and
+// release the shared caches, and now and then delete a cache; one more
+// goroutine calls CompleteDeletes every few hundred milliseconds.
+//
+// The parent lets the worker run 1-5 s after it is ready (one round in
+// soakEarlyKill: under 100 ms after its start, before or in its Open's
+// repair) and kills it with SIGKILL. Then it checks the layout with
+// leftovers allowed, the content of every result and cache, and the disk
+// against the worker's log; opens the store, which must succeed, repair
+// exactly the leftovers and change nothing complete (but may publish a
+// result that a killed build had frozen); checks the invariants; and
+// closes it. Problems are logged and counted, and the soak
+// goes on; the test fails at the end if there were any. Last, everything
+// is deleted: no subvolume may be left, and the free space must come back.
+//
+// The child's log, state/soak.log (O_APPEND, one write and an fsync per
+// line; v is a cache version or delete token, unique over the whole soak):
+//
+//	build-start <id>             before Build
+//	done <id>                    after Build returned nil
+//	build-failed <id>            Build failed because another builder deleted its base first
+//	delete-start <id>            before Delete
+//	deleted <id>                 after Delete returned
+//	cache-start <entry> <v>      before Cache; the clone will be rewritten as version v
+//	cloned <entry> <v> <p>       after Cache returned a clone holding version p
+//	release-start <entry> <v>    before Release
+//	released <entry> <v>         after Release returned (the clone won or was discarded)
+//	deletecache-start <entry> <v> before DeleteCache
+//	cache-deleted <entry> <v>    after DeleteCache returned
+//	completedeletes-start        before CompleteDeletes
+//	completedeletes-done         after CompleteDeletes returned
+//	completedeletes-failed <q>   after CompleteDeletes failed; <q> is the quoted error
+//
+// Entries are escaped cache names (Escape), so lines split on spaces.
+//
+// Two kinds of failure are counted, and either fails the test at the end:
+// invariant violations (what the parent finds on disk, in the log or in
+// Open's repairs), and worker errors (a store call failing in the worker).
+// A failed CompleteDeletes changes nothing on disk, so the worker logs it
+// and goes on; any other error ends the worker, and the round with it.
+
+const (
+	soakChildName   = "store.soakChild"
+	soakLogName     = "soak.log"
+	soakSeedEnv     = "SOAK_SEED" // set to repeat a run's plan
+	soakDurationEnv = "SOAK_DURATION"
+	soakBuilders    = 8
+	soakMaxResults  = 32      // live results; builders delete the oldest beyond this
+	soakImageSize   = 4 << 30 // sparse
+	soakEarlyKill   = 20      // one round in this many kills the child at start
+	soakMaxBadRuns  = 10      // consecutive rounds with violations that stop the soak
+	soakVersionStep = 1_000_000
+	soakPayloadName = "payload"
+)
+
+// soakCaches are the shared caches; the last one needs escaping.
+var soakCaches = []string{"shared-a", "shared-b", "pkg cache/ü"}
+
+var soakDuration = flag.Duration("soak.duration", time.Minute, "how long TestSoak runs (default from $"+soakDurationEnv+", else 1m)")
+
+func init() { btrfstest.Register(soakChildName, soakChild) }
+
+// soakWorker is the state the child's goroutines share.
+type soakWorker struct {
+	s        *Store
+	tag      int      // the round: makes ids and versions unique
+	log      *os.File // state/soak.log
+	versions atomic.Int64
+
+	mu   sync.Mutex // guards live
+	live []string   // results built and not being deleted, oldest first
+}
+
+// soakChild is the worker; args are the store root, the round and a seed.
+// It runs until killed, or returns the first error of its goroutines.
+func soakChild(args []string) error {
+	if len(args) != 3 {
+		return fmt.Errorf("soak child: want root, round, seed; got %q", args)
+	}
+	root := args[0]
+	tag, err := strconv.Atoi(args[1])
+	if err != nil {
+		return err
+	}
+	seed, err := strconv.ParseUint(args[2], 10, 64)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	s, err := Open(ctx, root, Config{})
+	if err != nil {
+		return err
+	}
+	// Neither is closed: the process ends by SIGKILL.
+	logf, err := os.OpenFile(filepath.Join(s.StateDir(), soakLogName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	live, err := invNames(filepath.Join(root, resultDir)) // ids sort by age
+	if err != nil {
+		return err
+	}
+	w := &soakWorker{s: s, tag: tag, log: logf, live: live}
+	if _, err := os.Stdout.WriteString("ready\n"); err != nil {
+		return err
+	}
+	errc := make(chan error, soakBuilders+1)
+	for g := range soakBuilders {
+		rng := rand.New(rand.NewPCG(seed, uint64(g)))
+		go func() { errc <- w.builder(ctx, g, rng) }()
+	}
+	go func() { errc <- w.completer(ctx, rand.New(rand.NewPCG(seed, soakBuilders))) }()
+	return <-errc
+}
+
+// note appends a line to the log, in one write (SIGKILL cannot split it),
+// and syncs it.
+func (w *soakWorker) note(format string, a ...any) {
+	if _, err := w.log.Write(fmt.Appendf(nil, format+"\n", a...)); err != nil {
+		panic(err)
+	}
+	if err := w.log.Sync(); err != nil {
+		panic(err)
+	}
+}
+
+// token returns a cache version or delete token unique over the soak.
+func (w *soakWorker) token() int {
+	return w.tag*soakVersionStep + int(w.versions.Add(1))
+}
+
+// builder is one builder goroutine's loop: build, delete, use a cache,
+// sometimes delete one.
+func (w *soakWorker) builder(ctx context.Context, g int, rng *rand.Rand) error {
+	for n := 0; ; n++ {
+		if err := w.build(ctx, fmt.Sprintf("s%05d-%d-%06d", w.tag, g, n), rng); err != nil {
+			return err
+		}
+		for _, victim := range w.victims(rng) {
+			w.note("delete-start %s", victim)
+			if err := w.s.Delete(ctx, victim); err != nil {
+				return err
+			}
+			w.note("deleted %s", victim)
+		}
+		if rng.IntN(2) == 0 {
+			if err := w.useCache(ctx, soakCaches[rng.IntN(len(soakCaches))], rng); err != nil {
+				return err
+			}
+		}
+		if rng.IntN(40) == 0 {
+			name := soakCaches[rng.IntN(len(soakCaches))]
+			v := w.token()
+			w.note("deletecache-start %s %d", Escape(name), v)
+			if err := w.s.DeleteCache(ctx, name); err != nil {
+				return err
+			}
+			w.note("cache-deleted %s %d", Escape(name), v)
+		}
+	}
+}
+
+// build builds id on a random live result (or on nothing).
+func (w *soakWorker) build(ctx context.Context, id string, rng *rand.Rand) error {
+	base := ""
+	w.mu.Lock()
+	if len(w.live) > 0 && rng.IntN(5) != 0 {
+		base = w.live[rng.IntN(len(w.live))]
+	}
+	w.mu.Unlock()
+	ran := false
+	w.note("build-start %s", id)
+	err := w.s.Build(ctx, id, base, func(_ context.Context, dir string) error {
+		ran = true
+		return soakWriteResult(dir, id, base)
+	})
+	switch {
+	case err == nil:
+		w.note("done %s", id)
+		w.mu.Lock()
+		w.live = append(w.live, id)
+		w.mu.Unlock()
+	case !ran && base != "" && errors.Is(err, fs.ErrNotExist) && !w.isLive(base):
+		// Another builder deleted the base before this build's snapshot
+		// of it began (once it begins, Delete waits for it).
+		w.note("build-failed %s", id)
+	default:
+		return fmt.Errorf("build %s on base %q: %w", id, base, err)
+	}
+	return nil
+}
+
+func (w *soakWorker) isLive(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Contains(w.live, id)
+}
+
+// victims takes the results to delete out of the live list: the oldest
+// beyond soakMaxResults, and one in four times a random one.
+func (w *soakWorker) victims(rng *rand.Rand) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for len(w.live) > soakMaxResults {
+		out = append(out, w.live[0])
+		w.live = slices.Delete(w.live, 0, 1)
+	}
+	if len(w.live) > 0 && rng.IntN(4) == 0 {
+		i := rng.IntN(len(w.live))
+		out = append(out, w.live[i])
+		w.live = slices.Delete(w.live, i, i+1)
+	}
+	return out
+}
+
+// useCache leases cache name, checks that the clone is a complete version
+// owned as asked, rewrites it as a new version, holds it a moment (so that
+// leases overlap and some releases lose), and releases it.
+func (w *soakWorker) useCache(ctx context.Context, name string, rng *rand.Rand) error {
+	entry, v := Escape(name), w.token()
+	owner := Owner{UID: os.Getuid(), GID: os.Getgid()}
+	if rng.IntN(2) == 0 {
+		owner = Owner{UID: 65534, GID: 65534}
+	}
+	w.note("cache-start %s %d", entry, v)
+	lease, err := w.s.Cache(ctx, name, owner)
+	if err != nil {
+		return err
+	}
+	parent, err := crashCacheVersion(lease.Path())
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = os.Stat(lease.Path()); err == nil {
+			if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != owner.UID || int(st.Gid) != owner.GID {
+				err = fmt.Errorf("owned by %d:%d, want %d:%d", st.Uid, st.Gid, owner.UID, owner.GID)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("clone of cache %q: %w", name, err)
+	}
+	w.note("cloned %s %d %d", entry, v, parent)
+	if err := crashWriteCache(lease.Path(), v, func(string) {}); err != nil {
+		return err
+	}
+	time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond)
+	w.note("release-start %s %d", entry, v)
+	if err := lease.Release(ctx); err != nil {
+		return err
+	}
+	w.note("released %s %d", entry, v)
+	return nil
+}
+
+// completer calls CompleteDeletes every 100-600 ms.
+func (w *soakWorker) completer(ctx context.Context, rng *rand.Rand) error {
+	for {
+		time.Sleep(100*time.Millisecond + time.Duration(rng.Int64N(int64(500*time.Millisecond))))
+		w.note("completedeletes-start")
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := w.s.CompleteDeletes(cctx)
+		cancel()
+		if err != nil {
+			w.note("completedeletes-failed %s", strconv.Quote(err.Error()))
+			continue
+		}
+		w.note("completedeletes-done")
+	}
+}
+
+// soakPayload is the content of result id's payload file: 16-512 KiB of
+// pseudo-random bytes (real data extents, unlike the crash test's small
+// files, which btrfs keeps inline in the metadata).
+func soakPayload(id string) []byte {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	rng := rand.New(rand.NewPCG(h.Sum64(), 0))
+	b := make([]byte, 16<<10+rng.IntN(496<<10))
+	for i := 0; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
+	}
+	return b
+}
+
+// soakWriteResult is the build function: crashWriteResult (which checks
+// that the work dir holds base's files, then writes id's), plus the
+// payload, checked and replaced the same way.
+func soakWriteResult(dir, id, base string) error {
+	payload := filepath.Join(dir, soakPayloadName)
+	if base != "" {
+		if b, err := os.ReadFile(payload); err != nil || !bytes.Equal(b, soakPayload(base)) {
+			return fmt.Errorf("work dir of %s from base %s: %s: %d bytes, %v; not the base's", id, base, soakPayloadName, len(b), err)
+		}
+		if err := os.Remove(payload); err != nil {
+			return err
+		}
+	}
+	if err := crashWriteResult(dir, id, base, func(string) {}); err != nil {
+		return err
+	}
+	return crashWrite(payload, soakPayload(id), true)
+}
+
+// soakVerifyResult is crashVerifyResult for results with a payload: it
+// checks that dir holds exactly the files of result id.
+func soakVerifyResult(dir, id string) error {
+	names, err := invNames(dir)
+	if err != nil {
+		return err
+	}
+	want := []string{"DONE", "base", soakPayloadName}
+	for i := range crashFiles {
+		want = append(want, crashFileName(i))
+	}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		return fmt.Errorf("holds %v, want %v", names, want)
+	}
+	for i := range crashFiles {
+		b, err := os.ReadFile(filepath.Join(dir, crashFileName(i)))
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(b, crashContent(id, i)) {
+			return fmt.Errorf("%s: wrong content %.40q...", crashFileName(i), b)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "DONE")); err != nil || string(b) != id {
+		return fmt.Errorf("DONE = %q, %v; want %q", b, err, id)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, soakPayloadName)); err != nil || !bytes.Equal(b, soakPayload(id)) {
+		return fmt.Errorf("%s: %d bytes, %v; not %s's", soakPayloadName, len(b), err, id)
+	}
+	return nil
+}
+
+// soakAbort is the panic with which soakTB's Fatal ends the current check.
+type soakAbort struct{}
+
+// soakViolations counts and keeps the failures of the whole soak.
+type soakViolations struct {
+	t      testing.TB
+	round  int      // the round being checked
+	n      int      // invariant violations
+	first  []string // the first few, for the final report
+	errors int      // worker errors
+	errs   []string // the first few
+}
+
+func (v *soakViolations) record(msg string) {
+	v.n++
+	if len(v.first) < 20 {
+		v.first = append(v.first, fmt.Sprintf("round %d: %s", v.round, msg))
+	}
+	v.t.Logf("VIOLATION %d (round %d): %s", v.n, v.round, msg)
+}
+
+// workerError counts a store call that failed in the worker; the first
+// few are logged in full.
+func (v *soakViolations) workerError(msg string) {
+	v.errors++
+	if len(v.errs) < 10 {
+		v.errs = append(v.errs, fmt.Sprintf("round %d: %s", v.round, msg))
+		v.t.Logf("WORKER ERROR %d (round %d): %s", v.errors, v.round, msg)
+	}
+}
+
+// soakTB is the testing.TB that the checks (crash_test.go's and
+// invariants_test.go's helpers included) report to: an error is counted
+// and logged without failing the test yet, a fatal error also ends the
+// check it happened in. With quiet set it drops Logf (repairSink logs
+// every repair).
+type soakTB struct {
+	testing.TB
+	v     *soakViolations
+	quiet bool
+}
+
+func (s soakTB) Errorf(format string, args ...any) { s.v.record(fmt.Sprintf(format, args...)) }
+func (s soakTB) Error(args ...any)                 { s.v.record(fmt.Sprint(args...)) }
+func (s soakTB) Fail()                             { s.v.record("Fail called") }
+func (s soakTB) FailNow()                          { s.Fail(); panic(soakAbort{}) }
+
+func (s soakTB) Fatalf(format string, args ...any) {
+	s.v.record(fmt.Sprintf(format, args...))
+	panic(soakAbort{})
+}
+
+func (s soakTB) Fatal(args ...any) {
+	s.v.record(fmt.Sprint(args...))
+	panic(soakAbort{})
+}
+
+func (s soakTB) Logf(format string, args ...any) {
+	if !s.quiet {
+		s.TB.Logf(format, args...)
+	}
+}
+
+// soakState is what the parent sees on disk: crashState generalized to
+// several caches.
+type soakState struct {
+	results   []string       // ids, sorted
+	caches    map[string]int // escaped name -> version, for the caches present
+	leftovers []string       // entries of result-tmp, cache-tmp, cache/t-*
+}
+
+// soakObserve is crashObserve for several caches and any testing.TB: it
+// checks the layout (allowing leftovers or not) and the content of every
+// result and cache, and returns what it saw.
+func soakObserve(tb testing.TB, root string, leftovers bool) soakState {
+	tb.Helper()
+	if leftovers {
+		checkLayout(tb, root, true)
+	} else {
+		checkInvariants(tb, root)
+	}
+	st := soakState{caches: map[string]int{}}
+	for _, id := range invReadDir(tb, filepath.Join(root, resultDir)) {
+		if err := soakVerifyResult(filepath.Join(root, resultDir, id, snapshotName), id); err != nil {
+			tb.Errorf("invariant: result %s is not complete: %v", id, err)
+		}
+		st.results = append(st.results, id)
+	}
+	known := map[string]bool{}
+	for _, name := range soakCaches {
+		known[Escape(name)] = true
+	}
+	for _, name := range invReadDir(tb, filepath.Join(root, cacheDir)) {
+		switch {
+		case known[name]:
+			v, err := crashCacheVersion(filepath.Join(root, cacheDir, name))
+			if err != nil {
+				tb.Errorf("invariant: cache %s is not a complete version: %v", name, err)
+			}
+			st.caches[name] = v
+		case strings.HasPrefix(name, "c-"):
+			tb.Errorf("invariant: unexpected cache %s", name)
+		default:
+			st.leftovers = append(st.leftovers, cacheDir+"/"+name)
+		}
+	}
+	for _, dir := range []string{resultTmpDir, cacheTmpDir} {
+		for _, name := range invReadDir(tb, filepath.Join(root, dir)) {
+			st.leftovers = append(st.leftovers, dir+"/"+name)
+		}
+	}
+	return st
+}
+
+// soakCounts are the operations the child logged as done.
+type soakCounts struct {
+	builds, baseGone, deletes, leases, releases, cacheDeletes, completeDeletes int
+	completeDeletesFailed                                                      int
+}
+
+// soakModel is crashModel for concurrent builders and several caches: what
+// the child's log says must or may be on disk.
+type soakModel struct {
+	offset  int64             // of the first byte not read yet
+	line    int               // lines read
+	status  map[string]string // id -> started, done, deleting, gone, lost
+	done    map[string]bool   // ids whose status is done
+	pending map[string]bool   // ids whose status is started or deleting
+	// unfinished holds the ids of builds killed before their result was
+	// published: Open may still publish them, if they were frozen.
+	unfinished map[string]bool
+	caches     map[string]*soakCacheModel
+	counts     soakCounts
+	errors     []string // worker errors logged since the last check
+}
+
+func newSoakModel() *soakModel {
+	m := &soakModel{status: map[string]string{}, done: map[string]bool{}, pending: map[string]bool{},
+		unfinished: map[string]bool{}, caches: map[string]*soakCacheModel{}}
+	for _, name := range soakCaches {
+		m.caches[Escape(name)] = &soakCacheModel{ops: map[int]*soakCacheOp{}}
+	}
+	return m
+}
+
+// soakCacheModel is what one cache may hold: the version it held when the
+// round began, and the operations of the round. The log gives each
+// operation's start and end lines but not whether a release won; the
+// model keeps every version that some order of the logged operations
+// allows (a release is discarded if a release or DeleteCache bumped the
+// generation after its clone; the last winning release or DeleteCache
+// decides what the cache holds).
+type soakCacheModel struct {
+	initial int                  // the version held when the round began (0: absent or empty)
+	ops     map[int]*soakCacheOp // by version or delete token
+	order   []*soakCacheOp
+}
+
+// soakCacheOp is a lease (cloned, then maybe released) or a DeleteCache.
+// Lines are the model's line numbers; -1 if not logged.
+type soakCacheOp struct {
+	version   int  // a lease's new version; 0 for a DeleteCache
+	del       bool // a DeleteCache
+	start     int  // cache-start or deletecache-start
+	cloned    int  // cloned (leases)
+	parent    int  // the version the clone held
+	bumpStart int  // release-start or deletecache-start: from here on it may bump the generation
+	end       int  // released or cache-deleted
+}
+
+// read takes in the lines the child appended since the last read.
+func (m *soakModel) read(tb testing.TB, path string) {
+	tb.Helper()
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		tb.Fatalf("read %s: %v", soakLogName, err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(m.offset, io.SeekStart); err != nil {
+		tb.Fatalf("read %s: %v", soakLogName, err)
+	}
+	news, err := io.ReadAll(f)
+	if err != nil {
+		tb.Fatalf("read %s: %v", soakLogName, err)
+	}
+	m.offset += int64(len(news))
+	whole := bytes.LastIndexByte(news, '\n') + 1
+	if whole < len(news) {
+		tb.Errorf("%s ends in a partial line %q (skipped)", soakLogName, news[whole:])
+	}
+	for _, line := range strings.Split(string(news[:whole]), "\n") {
+		if line != "" {
+			m.line++
+			m.apply(tb, line)
+		}
+	}
+}
+
+func (m *soakModel) apply(tb testing.TB, line string) {
+	if msg, ok := strings.CutPrefix(line, "completedeletes-failed "); ok {
+		if q, err := strconv.Unquote(msg); err == nil {
+			msg = q
+		}
+		m.counts.completeDeletesFailed++
+		m.errors = append(m.errors, "CompleteDeletes: "+msg)
+		return
+	}
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		tb.Errorf("bad line in %s: %q", soakLogName, line)
+		return
+	}
+	nargs := map[string]int{
+		"build-start": 1, "done": 1, "build-failed": 1, "delete-start": 1, "deleted": 1,
+		"cache-start": 2, "cloned": 3, "release-start": 2, "released": 2,
+		"deletecache-start": 2, "cache-deleted": 2,
+		"completedeletes-start": 0, "completedeletes-done": 0,
+	}
+	if n, ok := nargs[f[0]]; !ok || len(f) != n+1 {
+		tb.Errorf("bad line in %s: %q", soakLogName, line)
+		return
+	}
+	var c *soakCacheModel
+	var o *soakCacheOp
+	if nargs[f[0]] >= 2 {
+		if c = m.caches[f[1]]; c == nil {
+			tb.Errorf("bad line in %s (unknown cache): %q", soakLogName, line)
+			return
+		}
+		v, err := strconv.Atoi(f[2])
+		if err != nil {
+			tb.Errorf("bad line in %s: %q", soakLogName, line)
+			return
+		}
+		if o = c.ops[v]; o == nil {
+			o = &soakCacheOp{version: v, start: -1, cloned: -1, bumpStart: -1, end: -1}
+			c.ops[v] = o
+			c.order = append(c.order, o)
+		}
+	}
+	id := ""
+	if len(f) > 1 {
+		id = f[1]
+	}
+	switch f[0] {
+	case "build-start":
+		m.status[id] = "started"
+		m.pending[id] = true
+	case "done":
+		m.status[id] = "done"
+		delete(m.pending, id)
+		m.done[id] = true
+		m.counts.builds++
+	case "build-failed":
+		m.status[id] = "gone"
+		delete(m.pending, id)
+		m.counts.baseGone++
+	case "delete-start":
+		m.status[id] = "deleting"
+		delete(m.done, id)
+		m.pending[id] = true
+	case "deleted":
+		m.status[id] = "gone"
+		delete(m.pending, id)
+		m.counts.deletes++
+	case "cache-start":
+		o.start = m.line
+	case "cloned":
+		o.cloned = m.line
+		o.parent, _ = strconv.Atoi(f[3])
+		m.counts.leases++
+	case "release-start":
+		o.bumpStart = m.line
+	case "released":
+		o.end = m.line
+		m.counts.releases++
+	case "deletecache-start":
+		o.del, o.version = true, 0
+		o.start, o.bumpStart = m.line, m.line
+	case "cache-deleted":
+		o.end = m.line
+		m.counts.cacheDeletes++
+	case "completedeletes-done":
+		m.counts.completeDeletes++
+	}
+}
+
+// check compares the disk, seen right after the kill, with the log, then
+// settles what was pending at the kill according to what the disk shows.
+func (m *soakModel) check(tb testing.TB, st soakState) {
+	tb.Helper()
+	present := map[string]bool{}
+	for _, id := range st.results {
+		present[id] = true
+		switch m.status[id] {
+		case "":
+			tb.Errorf("invariant: result %s exists but was never built", id)
+		case "gone":
+			tb.Errorf("invariant: result %s exists but was deleted, or its build failed", id)
+		case "lost":
+			tb.Errorf("invariant: result %s, lost earlier, is back", id)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(m.done)) {
+		if !present[id] {
+			tb.Errorf("invariant: result %s, reported done, is lost", id)
+			m.status[id] = "lost" // reported once
+			delete(m.done, id)
+		}
+	}
+	for id := range m.pending {
+		if present[id] {
+			m.status[id] = "done"
+			m.done[id] = true
+		} else {
+			m.unfinished[id] = m.status[id] == "started"
+			m.status[id] = "gone"
+		}
+	}
+	clear(m.pending)
+	for _, entry := range slices.Sorted(maps.Keys(m.caches)) {
+		m.caches[entry].check(tb, entry, st.caches[entry], m.line+1)
+	}
+}
+
+// settle starts a new round from what the disk holds after Open, which
+// published the results in published.
+func (m *soakModel) settle(tb testing.TB, st soakState, published []string) {
+	tb.Helper()
+	for _, id := range published {
+		if !m.unfinished[id] {
+			tb.Errorf("invariant: Open published %s, which no killed build had started", id)
+		}
+		m.status[id] = "done"
+		m.done[id] = true
+	}
+	clear(m.unfinished)
+	for entry, c := range m.caches {
+		c.initial = st.caches[entry]
+		clear(c.ops)
+		c.order = nil
+	}
+}
+
+// check fails tb unless the cache can hold version got after the round's
+// operations, and unless every clone of the round held a version the cache
+// could hold while it was taken. now is a line number after the last.
+func (c *soakCacheModel) check(tb testing.TB, entry string, got, now int) {
+	tb.Helper()
+	ops := []*soakCacheOp{{version: c.initial, start: -1, cloned: -1, bumpStart: -1, end: -1}} // the initial version
+	for _, o := range c.order {
+		if o.bumpStart >= 0 || o.cloned >= 0 {
+			ops = append(ops, o)
+		}
+	}
+	initial := ops[0]
+	bumps := func(o *soakCacheOp) (from, to int) {
+		to = o.end
+		if to < 0 {
+			to = math.MaxInt
+		}
+		return o.bumpStart, to
+	}
+	// Operations that surely changed the cache: DeleteCaches that
+	// returned, and releases that returned with no other release or
+	// DeleteCache able to bump the generation between their Cache call and
+	// their return.
+	var sure []*soakCacheOp
+	for _, o := range ops[1:] {
+		if o.end < 0 || o.bumpStart < 0 {
+			continue
+		}
+		alone := true
+		for _, p := range ops[1:] {
+			if p == o || p.bumpStart < 0 {
+				continue
+			}
+			if from, to := bumps(p); from < o.end && o.start < to {
+				alone = false
+				break
+			}
+		}
+		if o.del || alone {
+			sure = append(sure, o)
+		}
+	}
+	// supersededBefore[o]: o's version is gone for good once this line
+	// is reached (a sure change that began after o ended has ended).
+	supersededBefore := map[*soakCacheOp]int{}
+	for _, o := range ops {
+		first := math.MaxInt
+		if o == initial || o.end >= 0 {
+			for _, n := range sure {
+				if n != o && n.bumpStart > o.end && n.end < first {
+					first = n.end
+				}
+			}
+		}
+		supersededBefore[o] = first
+	}
+	// A release is discarded for sure if a sure change happened between
+	// its clone and its release.
+	discarded := func(o *soakCacheOp) bool {
+		if o.del || o.bumpStart < 0 {
+			return false
+		}
+		for _, n := range sure {
+			if n != o && n.bumpStart > o.cloned && n.end < o.bumpStart {
+				return true
+			}
+		}
+		return false
+	}
+	// possible returns the versions the cache may have held at some
+	// moment between lines from and to.
+	possible := func(from, to int) []int {
+		var vs []int
+		for _, o := range ops {
+			if o != initial && (o.bumpStart < 0 || o.bumpStart > to) {
+				continue
+			}
+			if supersededBefore[o] < from || discarded(o) {
+				continue
+			}
+			if !slices.Contains(vs, o.version) {
+				vs = append(vs, o.version)
+			}
+		}
+		slices.Sort(vs)
+		return vs
+	}
+	for _, o := range ops[1:] {
+		if o.cloned < 0 {
+			continue
+		}
+		if vs := possible(o.start, o.cloned); !slices.Contains(vs, o.parent) {
+			tb.Errorf("invariant: cache %s: the clone for version %d (log lines %d-%d) held version %d, want one of %v",
+				entry, o.version, o.start, o.cloned, o.parent, vs)
+		}
+	}
+	if vs := possible(now, now); !slices.Contains(vs, got) {
+		tb.Errorf("invariant: cache %s holds version %d, want one of %v (held %d when the round began; %d operations this round, %d sure)",
+			entry, got, vs, c.initial, len(ops)-1, len(sure))
+	}
+}
+
+// soakStart is crashStart for any registered child function: it starts
+// the test binary as the child registered as name, with args, and does not
+// wait for it.
+func soakStart(tb testing.TB, name string, args ...string) *crashChildRun {
+	tb.Helper()
+	c := &crashChildRun{ready: make(chan struct{}), done: make(chan error, 1)}
+	c.stdout.ready = c.ready
+	env := append(os.Environ(), crashChildEnv+"="+name,
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	c.cmd = &exec.Cmd{
+		Path:   "/proc/self/exe",
+		Args:   append([]string{os.Args[0], "-test.run=^$", "--"}, args...),
+		Env:    env,
+		Stdout: &c.stdout,
+		Stderr: &c.stderr,
+	}
+	c.start = time.Now()
+	if err := c.cmd.Start(); err != nil {
+		tb.Fatalf("start child %s: %v", name, err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	return c
+}
+
+// soakWait waits for a child that was sent SIGKILL and reports whether
+// SIGKILL ended it; a child that ended by itself (a store call failed, or
+// it panicked) is a worker error.
+func soakWait(v *soakViolations, c *crashChildRun) bool {
+	select {
+	case <-c.done:
+	case <-time.After(60 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+		v.workerError("the worker was still running 60 s after SIGKILL")
+	}
+	if bytes.Contains(c.stderr.Bytes(), []byte("DATA RACE")) {
+		v.workerError(fmt.Sprintf("race in the worker:\n%s", c.stderr.Bytes()))
+	}
+	ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+		return true
+	}
+	v.workerError(fmt.Sprintf("the worker ended by itself (%v), not by SIGKILL; stderr:\n%s", c.cmd.ProcessState, c.stderr.Bytes()))
+	return false
+}
+
+// soakDurationSetting returns -soak.duration if given, else
+// $SOAK_DURATION if set, else the flag's default.
+func soakDurationSetting(t *testing.T) time.Duration {
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "soak.duration" })
+	if s := os.Getenv(soakDurationEnv); s != "" && !explicit {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("%s: %v", soakDurationEnv, err)
+		}
+		return d
+	}
+	return *soakDuration
+}
+
+func TestSoak(t *testing.T) {
+	duration := soakDurationSetting(t)
+	if dl, ok := t.Deadline(); ok && time.Until(dl) < duration+5*time.Minute {
+		t.Fatalf("the test times out in %v, before -soak.duration=%v plus 5m: run with -timeout 0", time.Until(dl).Round(time.Second), duration)
+	}
+	fsys := btrfstest.New(t, btrfstest.Size(soakImageSize))
+	root := fsys.Path
+	ctx := t.Context()
+
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv(soakSeedEnv); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("%s: %v", soakSeedEnv, err)
+		}
+	}
+	t.Logf("soak for %v, seed %d (%s=%d repeats the plan; the timings still vary)", duration, seed, soakSeedEnv, seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+
+	violations := &soakViolations{t: t}
+	tb := soakTB{TB: t, v: violations}
+	sink := &repairSink{t: soakTB{TB: t, v: violations, quiet: true}}
+	model := newSoakModel()
+	logPath := filepath.Join(root, stateDir, soakLogName)
+
+	s, err := Open(ctx, root, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ioctl.Sync(root); err != nil {
+		t.Fatal(err)
+	}
+	freeAtStart, err := s.FreeSpace(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	var (
+		began      = time.Now()
+		rounds     int
+		kills      int // children ended by SIGKILL
+		early      int // of which killed at start
+		survived   int // kills after which Open succeeded and nothing was violated
+		badRun     int // consecutive rounds with violations
+		repairs    = map[string]int{}
+		startups   []time.Duration
+		minFree    = freeAtStart
+		openFailed bool
+	)
+	summary := func() {
+		var startup time.Duration
+		if len(startups) > 0 {
+			startup = slices.Sorted(slices.Values(startups))[len(startups)/2]
+		}
+		c := model.counts
+		t.Logf("soak summary: duration %v, builds completed %d, cache releases %d, deletes %d, kills survived %d of %d, repairs by kind %v, invariant violations %d, worker errors %d",
+			time.Since(began).Round(time.Second), c.builds, c.releases, c.deletes, survived, kills, repairs, violations.n, violations.errors)
+		t.Logf("soak details: %d rounds (%d killed at start, worker start to ready ≈ %v); %d leases, %d DeleteCaches, %d CompleteDeletes (%d failed), %d builds failed on a base deleted meanwhile; free space %.1f%% at start, %.1f%% at least",
+			rounds, early, startup.Round(time.Millisecond), c.leases, c.cacheDeletes, c.completeDeletes, c.completeDeletesFailed, c.baseGone, freeAtStart, minFree)
+	}
+
+	for rounds = 1; time.Since(began) < duration; rounds++ {
+		violations.round = rounds
+		before, errorsBefore := violations.n, violations.errors
+		c := soakStart(t, soakChildName, root, strconv.Itoa(rounds), strconv.FormatUint(rng.Uint64(), 10))
+		label := "running"
+		if rng.IntN(soakEarlyKill) == 0 {
+			label = "starting"
+			time.Sleep(time.Duration(rng.Int64N(int64(100 * time.Millisecond))))
+		} else {
+			select {
+			case <-c.ready:
+				startups = append(startups, time.Since(c.start))
+			case err := <-c.done:
+				c.done <- err
+			case <-time.After(60 * time.Second):
+				tb.Errorf("worker not ready 60 s after its start")
+			}
+			select {
+			case <-time.After(time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))):
+			case err := <-c.done:
+				c.done <- err
+			}
+		}
+		c.kill()
+		ranFor := time.Since(c.start)
+		killed := soakWait(violations, c)
+		if killed {
+			kills++
+			if label == "starting" {
+				early++
+			}
+		}
+		prev := model.counts
+		var got []string
+		var free float64
+		opened := false
+		func() {
+			defer func() {
+				if r := recover(); r != nil && r != (soakAbort{}) {
+					panic(r)
+				}
+			}()
+			got, free, opened = soakCheck(tb, root, model, sink, logPath)
+		}()
+		for _, msg := range model.errors {
+			violations.workerError(msg)
+		}
+		model.errors = nil
+		for _, kind := range got {
+			repairs[kind]++
+		}
+		if opened {
+			minFree = min(minFree, free)
+		}
+		if killed && opened && violations.n == before {
+			survived++
+		}
+		nc := model.counts
+		t.Logf("round %d: killed while %s after %v; +%d builds, +%d releases, +%d deletes; %d results live; repairs %d; free %.1f%%; violations %d, worker errors %d",
+			rounds, label, ranFor.Round(time.Millisecond), nc.builds-prev.builds, nc.releases-prev.releases,
+			nc.deletes-prev.deletes, len(model.done), len(got), free, violations.n-before, violations.errors-errorsBefore)
+		if violations.n > before {
+			badRun++
+		} else {
+			badRun = 0
+		}
+		if !opened && openFailed {
+			summary()
+			t.Fatalf("Open failed twice in a row: stopping")
+		}
+		openFailed = !opened
+		if badRun >= soakMaxBadRuns {
+			summary()
+			t.Fatalf("%d rounds in a row with violations: stopping", badRun)
+		}
+	}
+	rounds--
+
+	violations.round = 0
+	func() {
+		defer func() {
+			if r := recover(); r != nil && r != (soakAbort{}) {
+				panic(r)
+			}
+		}()
+		soakDrain(tb, root, logPath, freeAtStart)
+	}()
+
+	summary()
+	if violations.n > 0 {
+		t.Errorf("%d invariant violations; the first:\n\t%s", violations.n, strings.Join(violations.first, "\n\t"))
+	}
+	if violations.errors > 0 {
+		t.Errorf("%d worker errors; the first:\n\t%s", violations.errors, strings.Join(violations.errs, "\n\t"))
+	}
+}
+
+// soakCheck is the parent's part of a round: check the disk as the kill
+// left it; open, which must repair exactly the leftovers and change
+// nothing complete (it may publish a result that a killed build had
+// frozen); check the invariants; close. It returns Open's repairs and the
+// free space, and whether Open succeeded.
+func soakCheck(tb testing.TB, root string, model *soakModel, sink *repairSink, logPath string) (repairs []string, free float64, opened bool) {
+	tb.Helper()
+	sink.take() // drop what an aborted round left
+	pre := soakObserve(tb, root, true)
+	model.read(tb, logPath)
+	model.check(tb, pre)
+
+	ctx := context.Background()
+	s, err := Open(ctx, root, Config{Logger: logr.New(sink)})
+	if err != nil {
+		tb.Errorf("Open after the kill: %v", err)
+		return nil, 0, false
+	}
+	defer s.Close()
+	repairs, published := sink.take()
+	post := soakObserve(tb, root, false) // includes checkInvariants and the content of published results
+	wantResults := slices.Sorted(slices.Values(append(slices.Clone(pre.results), published...)))
+	if !slices.Equal(wantResults, post.results) || !maps.Equal(pre.caches, post.caches) {
+		tb.Errorf("Open changed complete data: results %v -> %v (published %v), caches %v -> %v",
+			pre.results, post.results, published, pre.caches, post.caches)
+	}
+	if removals := len(repairs) - len(published); removals != len(pre.leftovers) {
+		tb.Errorf("%d leftovers %v, but Open logged %d removals %v", len(pre.leftovers), pre.leftovers, removals, repairs)
+	}
+	for _, kind := range repairs {
+		if strings.Contains(kind, "VIOLATION") || strings.HasPrefix(kind, "other") {
+			tb.Errorf("repair %s", kind)
+		}
+	}
+	model.settle(tb, post, published)
+	if free, err = s.FreeSpace(ctx); err != nil {
+		tb.Errorf("FreeSpace: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		tb.Errorf("Close: %v", err)
+	}
+	return repairs, free, true
+}
+
+// soakDrain deletes everything and checks that no subvolume is left and
+// that the free space came back to within 1 point of the start.
+func soakDrain(tb testing.TB, root, logPath string, freeAtStart float64) {
+	tb.Helper()
+	ctx := context.Background()
+	s, err := Open(ctx, root, Config{})
+	if err != nil {
+		tb.Fatalf("drain: Open: %v", err)
+	}
+	defer s.Close()
+	for _, id := range invReadDir(tb, filepath.Join(root, resultDir)) {
+		if err := s.Delete(ctx, id); err != nil {
+			tb.Errorf("drain: Delete(%s): %v", id, err)
+		}
+	}
+	for _, name := range soakCaches {
+		if err := s.DeleteCache(ctx, name); err != nil {
+			tb.Errorf("drain: DeleteCache(%q): %v", name, err)
+		}
+	}
+	if err := os.Remove(logPath); err != nil {
+		tb.Errorf("drain: %v", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := s.CompleteDeletes(cctx); err != nil {
+		tb.Errorf("drain: CompleteDeletes: %v", err)
+	}
+	if err := ioctl.Sync(root); err != nil {
+		tb.Errorf("drain: sync: %v", err)
+	}
+	if subs := invSubvolumes(tb, root); len(subs) > 0 {
+		tb.Errorf("drain: subvolumes left after deleting everything: %v", subs)
+	}
+	free, err := s.FreeSpace(ctx)
+	if err != nil {
+		tb.Fatalf("drain: FreeSpace: %v", err)
+	}
+	tb.Logf("drain: free space %.2f%% after deleting everything, %.2f%% at start", free, freeAtStart)
+	if d := freeAtStart - free; d > 1 || d < -1 {
+		tb.Errorf("drain: free space after deleting everything = %.2f%%, want within 1 point of %.2f%% at start", free, freeAtStart)
+	}
+}
