@@ -99,7 +99,9 @@ func deleteChildren(parentFd int, name, display string) error {
 	// Pre-order lists parents before children: delete in reverse.
 	for i := len(nested) - 1; i >= 0; i-- {
 		p := nested[i]
-		dfd, err := openDir(fd, path.Dir(p))
+		// The path comes from the kernel, but another process may have
+		// put a symlink or a mount in its way since: never follow one.
+		dfd, err := openDirBeneath(fd, path.Dir(p))
 		if err != nil {
 			return pathErr("open", path.Join(display, path.Dir(p)), err)
 		}

@@ -149,6 +149,9 @@ func waitTreeSearch(ctx context.Context, fd int, ids []uint64) error {
 			if refs > 0 {
 				return fmt.Errorf("subvolume %d is not deleted: %w", id, unix.EEXIST)
 			}
+			if err := checkWritable(fd); err != nil {
+				return err
+			}
 			if timer == nil {
 				timer = time.NewTimer(delay)
 				defer timer.Stop()
@@ -162,6 +165,20 @@ func waitTreeSearch(ctx context.Context, fd int, ids []uint64) error {
 			}
 			delay = min(2*delay, 50*time.Millisecond)
 		}
+	}
+	return nil
+}
+
+// checkWritable returns an error matching EROFS when the filesystem of fd
+// is read-only: the kernel cleans deleted subvolumes only on a read-write
+// filesystem, so waiting for one would never end.
+func checkWritable(fd int) error {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return err
+	}
+	if st.Flags&unix.ST_RDONLY != 0 {
+		return fmt.Errorf("the filesystem is read-only, and deleted subvolumes are cleaned only once it is remounted read-write: %w", unix.EROFS)
 	}
 	return nil
 }
@@ -214,6 +231,9 @@ func subvolSyncOne(ctx context.Context, fd int, id uint64) error {
 		case unix.EINTR:
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if err := checkWritable(fd); err != nil {
+				return err
 			}
 			limit = min(2*limit, time.Second)
 		case unix.EEXIST:
