@@ -19,22 +19,6 @@ import (
 
 const testUID = 1000
 
-// kernelAtLeast compares the running kernel's version (test-side; the
-// kernel package cannot be imported here without a cycle).
-func kernelAtLeast(major, minor int) bool {
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return false
-	}
-	f := strings.FieldsFunc(unix.ByteSliceToString(u.Release[:]), func(r rune) bool { return r < '0' || r > '9' })
-	if len(f) < 2 {
-		return false
-	}
-	ma, _ := strconv.Atoi(f[0])
-	mi, _ := strconv.Atoi(f[1])
-	return ma > major || ma == major && mi >= minor
-}
-
 // The child: as uid 1000 without capabilities, in a directory it owns.
 // args: the directory, and whether the mount has user_subvol_rm_allowed.
 var _ = registerChild("unprivileged-ops", func(args []string) error {
@@ -82,10 +66,10 @@ var _ = registerChild("unprivileged-ops", func(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := WaitDeleted(ctx, dir+"/..", idRW)
-	if kernelAtLeast(6, 13) && err != nil {
+	if btrfstest.KernelAtLeast(6, 13) && err != nil {
 		return fmt.Errorf("unprivileged WaitDeleted on a kernel with SUBVOL_SYNC_WAIT: %w", err)
 	}
-	if !kernelAtLeast(6, 13) && !errors.Is(err, fs.ErrPermission) {
+	if !btrfstest.KernelAtLeast(6, 13) && !errors.Is(err, fs.ErrPermission) {
 		return fmt.Errorf("unprivileged WaitDeleted without SUBVOL_SYNC_WAIT = %v, want EPERM", err)
 	}
 	fmt.Print(idRW) // for the parent to check that it is really gone
@@ -122,7 +106,7 @@ func TestUnprivileged(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out)
 			}
-			if rmAllowed && kernelAtLeast(6, 13) {
+			if rmAllowed && btrfstest.KernelAtLeast(6, 13) {
 				id, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
 				if err != nil {
 					t.Fatalf("child output %q: %v", out, err)

@@ -665,7 +665,7 @@ func TestHostileWithoutOpenat2(t *testing.T) {
 // its work directory) is cleaned up all the same: the store, which owns
 // what its builds leave, gives the owner its permissions back.
 func TestHostileUnwritableDirsUnprivileged(t *testing.T) {
-	if !privKernelAtLeast(6, 13) {
+	if !btrfstest.KernelAtLeast(6, 13) {
 		t.Skip("a store without CAP_SYS_ADMIN needs Linux 6.13 (SUBVOL_SYNC_WAIT)")
 	}
 	fsys := btrfstest.New(t, btrfstest.MountOptions("user_subvol_rm_allowed"))

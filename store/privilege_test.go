@@ -453,7 +453,7 @@ func TestPrivilegeNoneNormalMount(t *testing.T) {
 // Without capabilities on a user_subvol_rm_allowed mount, everything but
 // giving caches away works; waiting for deletes uses SUBVOL_SYNC_WAIT.
 func TestPrivilegeNoneRmAllowed(t *testing.T) {
-	if !privKernelAtLeast(6, 13) {
+	if !btrfstest.KernelAtLeast(6, 13) {
 		t.Skip("waiting for deletes without CAP_SYS_ADMIN needs Linux 6.13 (SUBVOL_SYNC_WAIT)")
 	}
 	fsys := privStore(t, btrfstest.MountOptions("user_subvol_rm_allowed"))
@@ -461,16 +461,3 @@ func TestPrivilegeNoneRmAllowed(t *testing.T) {
 	checkPrivLayout(t, fsys.Path, deleted, "b", "nested", "nested-ro")
 }
 
-func privKernelAtLeast(major, minor int) bool {
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return false
-	}
-	f := strings.FieldsFunc(unix.ByteSliceToString(u.Release[:]), func(r rune) bool { return r < '0' || r > '9' })
-	if len(f) < 2 {
-		return false
-	}
-	ma, _ := strconv.Atoi(f[0])
-	mi, _ := strconv.Atoi(f[1])
-	return ma > major || ma == major && mi >= minor
-}

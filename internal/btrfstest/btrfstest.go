@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -241,4 +242,21 @@ func (f *FS) teardown(t testing.TB) {
 			t.Errorf("btrfstest: %v", err)
 		}
 	}
+}
+
+// KernelAtLeast reports whether the running kernel is at least
+// major.minor, for tests that expect a feature from that version on (test
+// packages that the kernel package imports cannot use kernel.Version).
+func KernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	f := strings.FieldsFunc(unix.ByteSliceToString(u.Release[:]), func(r rune) bool { return r < '0' || r > '9' })
+	if len(f) < 2 {
+		return false
+	}
+	ma, _ := strconv.Atoi(f[0])
+	mi, _ := strconv.Atoi(f[1])
+	return ma > major || ma == major && mi >= minor
 }
