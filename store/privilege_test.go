@@ -460,4 +460,3 @@ func TestPrivilegeNoneRmAllowed(t *testing.T) {
 	deleted := runPriv(t, nil, "store-priv-rm-allowed", fsys.Path)
 	checkPrivLayout(t, fsys.Path, deleted, "b", "nested", "nested-ro")
 }
-
