@@ -962,7 +962,7 @@ func TestSoak(t *testing.T) {
 			case err := <-c.done:
 				c.done <- err
 			case <-time.After(60 * time.Second):
-				tb.Errorf("worker not ready 60 s after its start")
+				violations.workerError("the worker was not ready 60 s after its start")
 			}
 			select {
 			case <-time.After(time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))):
