@@ -117,8 +117,10 @@ func buildInit(dir string) (string, error) {
 
 // goBuild runs "go <verb...> -o bin pkg" for the guest: linux/amd64 and
 // static, since the initramfs has no C library for a cgo binary's loader.
+// Without VCS stamping: a user other than the checkout's owner would get
+// git's "dubious ownership" refusal, and the guest has no use for it.
 func goBuild(bin, pkg string, verb ...string) error {
-	args := slices.Concat(verb, []string{"-o", bin, pkg})
+	args := slices.Concat(verb, []string{"-buildvcs=false", "-o", bin, pkg})
 	cmd := exec.Command("go", args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if out, err := cmd.CombinedOutput(); err != nil {
