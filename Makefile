@@ -5,7 +5,7 @@ SHELL   := /bin/bash
 APT_PKGS := btrfs-progs gcc linux-libc-dev
 ROOT    := $(shell id -u)
 
-.PHONY: deps test lint vmtest demo demo-vm example-snapshot fuzz bench
+.PHONY: deps test lint vmtest demo demo-vm example-snapshot fuzz bench soak
 
 # deps installs the packages the tests use (mkfs.btrfs and btrfs for the
 # fixture and cross-checks, a C compiler and linux/btrfs.h for the header
@@ -33,6 +33,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags soak ./store/
 
 # demo runs the main job, examples/builder, on its embedded default build.
 # As root it keeps a btrfs image under ~/.local/state/btrstore-builder,
@@ -89,3 +90,11 @@ bench: deps
 	@if [ "$(ROOT)" != 0 ]; then echo "needs root (the benchmarks mount loop devices)"; exit 1; fi
 	@command -v sudo >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null
 	GO=$(GO) $(GO) run ./internal/cmd/benchreport $(BENCHFLAGS)
+
+# soak runs TestSoak (store/soak_test.go, build tag soak; not part of test):
+# 8 builders, shared caches, deletes and CompleteDeletes in a worker process
+# that is SIGKILLed every 1-5 s, with every invariant checked after each
+# restart. Needs root (loop-mounted btrfs). SOAK_DURATION=2m make soak
+SOAK_DURATION ?= 30m
+soak: deps
+	$(GO) test -tags soak -run '^TestSoak$$' -timeout 0 -count=1 -v ./store/ -soak.duration=$(SOAK_DURATION)

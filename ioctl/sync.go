@@ -128,7 +128,8 @@ func rootRefs(fd int, args *SearchArgs, id uint64) (refs uint32, found bool, err
 }
 
 func waitTreeSearch(ctx context.Context, fd int, ids []uint64) error {
-	if len(ids) == 0 {
+	orphans := len(ids) == 0
+	if orphans {
 		var err error
 		if ids, err = deletedIDs(fd); err != nil {
 			return err
@@ -144,6 +145,12 @@ func waitTreeSearch(ctx context.Context, fd int, ids []uint64) error {
 				return err
 			}
 			if !found {
+				break
+			}
+			if refs > 0 && orphans {
+				// Deleted after our commit: its orphan item is there,
+				// but its refs drop only with the next commit. Not
+				// ours to wait for.
 				break
 			}
 			if refs > 0 {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +127,37 @@ func TestWaitDeletedContext(t *testing.T) {
 		t.Error("not cleaned after the file was closed")
 	}
 	_ = unix.EPERM
+}
+
+// TestWaitDeletedAllSkipsLaterDeletes: a subvolume deleted after
+// WaitDeleted's commit has its orphan item already but keeps its refs
+// until the next commit; waiting for "all deleted" must not take it for a
+// live subvolume (it once failed with EEXIST under concurrent deletes).
+func TestWaitDeletedAllSkipsLaterDeletes(t *testing.T) {
+	fsys := btrfstest.New(t)
+	mustCreate(t, fsys.Path, "late")
+	id := subvolID(t, filepath.Join(fsys.Path, "late"))
+	fd := mustOpenDir(t, fsys.Path)
+	if err := SyncFS(fd); err != nil {
+		t.Fatal(err)
+	}
+	if err := DeleteSubvolume(filepath.Join(fsys.Path, "late"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// The state WaitDeleted meets right after its own commit when a
+	// delete comes in between: an orphan item whose root still has refs.
+	orphans, err := deletedIDs(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, found, err := rootRefs(fd, nil, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(orphans, id) || !found || refs == 0 {
+		t.Skipf("the kernel did not show the intermediate state (orphans %v, refs %d, found %v)", orphans, refs, found)
+	}
+	if err := waitTreeSearch(t.Context(), fd, nil); err != nil {
+		t.Errorf("waiting for all deleted subvolumes with one deleted after the commit: %v", err)
+	}
 }
