@@ -304,7 +304,8 @@ func (s *Store) tmpName(prefix string) string {
 }
 
 // Result returns the path of result id, a read-only subvolume, or an error
-// matching fs.ErrNotExist when there is none. It is O(1): one fstatat.
+// matching fs.ErrNotExist when there is none. It is O(1): two statx calls,
+// whatever the number of results.
 func (s *Store) Result(id string) (string, error) {
 	if err := validID(id); err != nil {
 		return "", err
