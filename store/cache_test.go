@@ -129,3 +129,42 @@ func TestCacheNames(t *testing.T) {
 	}
 	assertNoTmp(t, s)
 }
+
+// TestCacheFailedSaveDoesNotWin: a release whose save fails keeps the old
+// version and does not use up the generation, so another clone of it can
+// still be saved.
+func TestCacheFailedSaveDoesNotWin(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := t.Context()
+	a, err := s.Cache(ctx, "c", Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Cache(ctx, "c", Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(a.Path(), "data", "a")
+	writeFile(b.Path(), "data", "b")
+	s.fail = func(step string) error {
+		if step == "snapshot-save" {
+			return unix.ENOSPC
+		}
+		return nil
+	}
+	if err := a.Release(ctx); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("Release with a failing save = %v, want ENOSPC", err)
+	}
+	s.fail = nil
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Cache(ctx, "c", Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release(ctx)
+	if got := readFile(t, filepath.Join(c.Path(), "data")); got != "b" {
+		t.Errorf("cache holds %q, want b: the failed save of a used up the generation", got)
+	}
+}

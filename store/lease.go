@@ -164,8 +164,8 @@ func (s *Store) removeFailed(dirFd int, dir, name string) {
 
 // Release ends the lease. If no release or DeleteCache of the cache
 // happened since the clone was taken, the clone becomes the new version of
-// the cache (the first release of a generation wins); otherwise it is
-// discarded. The clone is removed in every case. Release must be called;
+// the cache (the first release of a generation wins; one whose save fails,
+// on a full disk say, does not count); otherwise it is discarded. The clone is removed in every case. Release must be called;
 // a second call is a no-op returning the first's result.
 //
 // The swap is atomic: the new version is snapshotted read-only beside the
@@ -188,11 +188,15 @@ func (l *CacheLease) release(ctx context.Context) error {
 		return err
 	}
 	defer held.Unlock()
-	if held.CompareAndBump(l.gen) {
+	if held.Generation() == l.gen {
+		// The generation moves on only once the new version is in
+		// place: a save that fails keeps the old version, and another
+		// clone of that generation may still be saved.
 		err = l.save()
 		if err != nil {
 			s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
 		} else {
+			held.Bump()
 			s.log.V(1).Info("cache saved", "name", l.name, "generation", l.gen+1)
 		}
 	} else {
