@@ -436,7 +436,8 @@ func BenchmarkDeleteWait(b *testing.B) {
 // and delete on success: the 4 KiB argument structs stay on the stack, so
 // what is left is x/sys/unix's NUL-terminated copy of each path or name it
 // passes to a system call (openat of the parent in the path forms, fstatat
-// of the new subvolume in the verification after a create or snapshot).
+// of the new subvolume in the verification after a create or snapshot,
+// the O_PATH openat of the entry that a delete checks before deleting it).
 func TestWrapperAllocs(t *testing.T) {
 	fsys := btrfstest.New(t)
 	rootFd := mustOpenDir(t, fsys.Path)
@@ -452,11 +453,11 @@ func TestWrapperAllocs(t *testing.T) {
 		call func(i int) error
 	}{
 		{"CreateSubvolumeAt", 1, func(i int) error { return CreateSubvolumeAt(rootFd, names[i]) }},
-		{"DeleteSubvolumeAt", 0, func(i int) error { return DeleteSubvolumeAt(rootFd, names[i], 0) }},
+		{"DeleteSubvolumeAt", 1, func(i int) error { return DeleteSubvolumeAt(rootFd, names[i], 0) }},
 		{"SnapshotAt", 1, func(i int) error { return SnapshotAt(srcFd, rootFd, names[i], SnapshotReadOnly) }},
-		{"DeleteSubvolumeAt of a snapshot", 0, func(i int) error { return DeleteSubvolumeAt(rootFd, names[i], 0) }},
+		{"DeleteSubvolumeAt of a snapshot", 1, func(i int) error { return DeleteSubvolumeAt(rootFd, names[i], 0) }},
 		{"CreateSubvolume", 2, func(i int) error { return CreateSubvolume(paths[i]) }},
-		{"DeleteSubvolume", 1, func(i int) error { return DeleteSubvolume(paths[i], 0) }},
+		{"DeleteSubvolume", 2, func(i int) error { return DeleteSubvolume(paths[i], 0) }},
 	} {
 		i := 0
 		allocs := testing.AllocsPerRun(runs, func() {

@@ -20,7 +20,22 @@ var (
 	ErrNotCreated = errors.New("subvolume not created (parent deleted concurrently?)")
 	// ErrNotSupported: the running kernel lacks the ioctl.
 	ErrNotSupported = errors.New("not supported by this kernel")
+	// ErrMountPoint: the path is a mount point (or a file mounted over
+	// another), where an operation on the entry itself was asked for, such
+	// as deleting the subvolume there: what is mounted is not what the
+	// directory holds. Delete errors with it also match fs.ErrInvalid.
+	ErrMountPoint = errors.New("is a mount point")
 )
+
+// invalid wraps a sentinel so that errors.Is also matches fs.ErrInvalid (and
+// EINVAL, what the kernel answers for the same mistake), with the
+// sentinel's message alone.
+func invalid(sentinel error) error { return &invalidErr{sentinel} }
+
+type invalidErr struct{ sentinel error }
+
+func (e *invalidErr) Error() string   { return e.sentinel.Error() }
+func (e *invalidErr) Unwrap() []error { return []error{e.sentinel, fs.ErrInvalid, unix.EINVAL} }
 
 // pathErr wraps a non-nil error as *fs.PathError{Op, Path}. Two errnos
 // also match a sentinel that syscall.Errno alone does not: EINVAL matches

@@ -3,43 +3,52 @@ package ioctl
 import (
 	"strings"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"golang.org/x/sys/unix"
 )
 
-// openDir opens a directory for issuing ioctls on it.
+// openDir opens a directory for issuing ioctls on it. path is the
+// caller's, resolved as open(2) does (with dirfd AT_FDCWD), or one name
+// (or a path the kernel reported) below dirfd; to resolve a path below a
+// directory that must not be left, use beneath.OpenDir.
 func openDir(dirfd int, path string) (int, error) {
-	for {
-		fd, err := unix.Openat(dirfd, path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			return fd, err
-		}
-	}
+	return beneath.Openat(dirfd, path, unix.O_RDONLY|unix.O_DIRECTORY)
 }
 
-// openDirBeneath opens path below dirfd as a directory without following
-// a symlink, crossing a mount or leaving dirfd (openat2, Linux 5.6; on
-// older kernels, or where a seccomp filter refuses openat2 with ENOSYS,
-// only the last component is guarded, by O_NOFOLLOW).
-func openDirBeneath(dirfd int, path string) (int, error) {
-	how := unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+// openOnFS opens path, which may be any file or directory, for issuing
+// filesystem-wide ioctls (SYNC, FS_INFO, TREE_SEARCH, SNAP_DESTROY_V2 by
+// id): a directory itself, anything else through its parent directory, so
+// that neither read permission on a file nor opening a FIFO or a device is
+// needed. The parent must be on the same filesystem and subvolume as the
+// file (same st_dev); a file mounted over another gives ErrMountPoint.
+func openOnFS(path string) (int, error) {
+	pathFd, err := beneath.Openat(unix.AT_FDCWD, path, unix.O_PATH)
+	if err != nil {
+		return -1, err
 	}
-	for {
-		fd, err := unix.Openat2(dirfd, path, &how)
-		switch err {
-		case unix.EINTR, unix.EAGAIN:
-			continue
-		case unix.ENOSYS:
-			for {
-				fd, err := unix.Openat(dirfd, path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-				if err != unix.EINTR {
-					return fd, err
-				}
-			}
-		}
-		return fd, err
+	defer unix.Close(pathFd)
+	var st unix.Stat_t
+	if err := unix.Fstat(pathFd, &st); err != nil {
+		return -1, err
 	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return openDir(unix.AT_FDCWD, path)
+	}
+	dir, _ := beneath.Split(path)
+	fd, err := openDir(unix.AT_FDCWD, dir)
+	if err != nil {
+		return -1, err
+	}
+	var pst unix.Stat_t
+	if err := unix.Fstat(fd, &pst); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if pst.Dev != st.Dev {
+		unix.Close(fd)
+		return -1, ErrMountPoint
+	}
+	return fd, nil
 }
 
 // CheckBtrfs returns ErrNotBtrfs unless fd is on a btrfs filesystem, and the
@@ -73,25 +82,8 @@ func checkSubvolume(fd int) error {
 }
 
 // splitPath splits path into its parent directory and last element, as
-// libbtrfsutil does: trailing slashes are ignored and nothing is cleaned,
-// so "a/b/" is ("a", "b") and "b" is (".", "b").
-func splitPath(path string) (dir, name string) {
-	p := strings.TrimRight(path, "/")
-	if p == "" {
-		if path == "" {
-			return ".", ""
-		}
-		return "/", "/" // the root itself: the kernel rejects the name
-	}
-	i := strings.LastIndexByte(p, '/')
-	switch {
-	case i < 0:
-		return ".", p
-	case i == 0:
-		return "/", p[1:]
-	}
-	return p[:i], p[i+1:]
-}
+// libbtrfsutil does (see beneath.Split): "a/b/" is ("a", "b").
+func splitPath(path string) (dir, name string) { return beneath.Split(path) }
 
 // setName copies name into a NUL-terminated kernel name field. Names that do
 // not fit give ENAMETOOLONG, names with a NUL byte EINVAL: both before any

@@ -6,6 +6,7 @@ import (
 	"math"
 	"path"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,12 +24,17 @@ const (
 // iteration stops at the first error, which it yields.
 //
 // Privilege: with CAP_SYS_ADMIN the root tree is searched directly (and
-// every nested subvolume is found, whatever the directory permissions);
-// without it the unprivileged ioctls are used, which need search permission
-// on the directories holding nested subvolumes (the iteration yields EACCES
-// otherwise). Kernel: 4.18. Concurrency: safe,
-// but subvolumes created or deleted during the iteration may or may not be
-// seen.
+// every nested subvolume is found, whatever the directory permissions or
+// mounts). Without it the unprivileged ioctls are used, and the listing
+// shows what the caller can reach, as libbtrfsutil's does: a subvolume in a
+// directory the caller cannot search, or that it cannot open, is skipped
+// with everything below it; so is a place where something else is mounted
+// (another filesystem, or another subvolume bind-mounted there), which is
+// checked by opening without crossing a mount or following a symlink, and
+// by comparing the filesystem's fsid and the subvolume's id with what the
+// root tree says. Kernel: 4.18. Concurrency: safe; subvolumes created or
+// deleted during the iteration may or may not be seen, and one deleted
+// meanwhile is skipped, never an error.
 func Subvolumes(path string) iter.Seq2[SubvolInfo, error] {
 	return subvolumes(path, listAuto)
 }
@@ -76,6 +82,7 @@ func walk(fd int, top string, method listMethod, yield func(SubvolInfo, error) b
 }
 
 type walker struct {
+	fsid    *[BTRFS_FSID_SIZE]byte // of the listed filesystem (unprivileged walk)
 	top     string
 	yield   func(SubvolInfo, error) bool
 	stopped bool
@@ -123,6 +130,12 @@ func (w *walker) treeSearch(fd int, id uint64, rel string) {
 	}
 	for _, c := range children {
 		dir, err := inoLookupPath(fd, id, c.ref.dirid)
+		if err == unix.ENOENT {
+			// The directory holding it is gone, so it is too (a
+			// directory holding a subvolume cannot be removed), or
+			// the parent subvolume itself was deleted meanwhile.
+			continue
+		}
 		info := SubvolInfo{ID: c.id, ParentID: id, DirID: c.ref.dirid, Name: c.ref.name,
 			Path: path.Join(rel, dir, c.ref.name)}
 		if err == nil {
@@ -142,50 +155,78 @@ func (w *walker) treeSearch(fd int, id uint64, rel string) {
 	}
 }
 
-// user walks the subvolumes below the subvolume open as fd with the
-// unprivileged ioctls: GET_SUBVOL_ROOTREF lists the children's ids and
-// directories, INO_LOOKUP_USER resolves their paths, and each child is
-// opened for GET_SUBVOL_INFO and its own children.
-func (w *walker) user(fd int, rel string) {
+// rootrefs lists the subvolumes directly below the subvolume open as fd
+// (GET_SUBVOL_ROOTREF, 4.18, no privilege), all pages of them.
+func rootrefs(fd int) ([]Rootref, error) {
 	var refs []Rootref
-	args := GetSubvolRootrefArgs{}
+	var args GetSubvolRootrefArgs
 	for {
-		err := GetSubvolRootref(fd, &args)
+		err := beneath.Retry(func() error { return GetSubvolRootref(fd, &args) })
 		if err != nil && err != unix.EOVERFLOW {
-			w.emit(SubvolInfo{Path: rel}, err)
-			return
+			return refs, err
 		}
 		n := min(int(args.Num_items), len(args.Rootref))
 		refs = append(refs, args.Rootref[:n]...)
 		if err == nil || n == 0 {
-			break
+			return refs, nil
 		}
 		args.Min_treeid = args.Rootref[n-1].Treeid + 1
 	}
+}
+
+// skipUser reports whether an error met while reaching a nested subvolume
+// means that the unprivileged walk skips it: it was deleted meanwhile
+// (ENOENT), the caller cannot reach it (EACCES, EPERM), or its place is
+// not what the root tree says (a mount: EXDEV; a symlink: ELOOP, ENOTDIR).
+func skipUser(err error) bool {
+	switch err {
+	case unix.ENOENT, unix.EACCES, unix.EPERM, unix.EXDEV, unix.ELOOP, unix.ENOTDIR:
+		return true
+	}
+	return false
+}
+
+// user walks the subvolumes below the subvolume open as fd with the
+// unprivileged ioctls: GET_SUBVOL_ROOTREF lists the children's ids and
+// directories, INO_LOOKUP_USER resolves their paths, and each child is
+// opened (below fd, no symlink, no mount), checked to be on this
+// filesystem with the id the root tree gave, and asked for GET_SUBVOL_INFO
+// and its own children.
+func (w *walker) user(fd int, rel string) {
+	refs, err := rootrefs(fd)
+	if err == unix.ENOENT {
+		return // this subvolume was deleted meanwhile
+	}
+	if err != nil {
+		w.emit(SubvolInfo{Path: rel}, err)
+		return
+	}
+	if w.fsid == nil {
+		var fsInfo FsInfoArgs
+		if err := FsInfo(fd, &fsInfo); err != nil {
+			w.emit(SubvolInfo{Path: rel}, err)
+			return
+		}
+		w.fsid = &fsInfo.Fsid
+	}
 	for _, r := range refs {
 		lookup := InoLookupUserArgs{Dirid: r.Dirid, Treeid: r.Treeid}
-		if err := InoLookupUser(fd, &lookup); err != nil {
-			if err == unix.ENOENT {
-				continue // deleted meanwhile
-			}
+		err := beneath.Retry(func() error { return InoLookupUser(fd, &lookup) })
+		if skipUser(err) {
+			continue
+		}
+		if err != nil {
 			if !w.emit(SubvolInfo{ID: r.Treeid, Path: rel}, err) {
 				return
 			}
 			continue
 		}
 		childRel := path.Join(cstring(lookup.Path[:]), cstring(lookup.Name[:]))
-		info := SubvolInfo{ID: r.Treeid, Path: path.Join(rel, childRel)}
-		cfd, err := openDir(fd, childRel)
-		if err == unix.ENOENT {
+		info, cfd, err := w.openChild(fd, childRel, r.Treeid)
+		if skipUser(err) {
 			continue
 		}
-		if err == nil {
-			var args GetSubvolInfoArgs
-			if err = GetSubvolInfo(cfd, &args); err == nil {
-				info = infoFromArgs(&args)
-				info.Path = path.Join(rel, childRel)
-			}
-		}
+		info.Path = path.Join(rel, childRel)
 		if !w.emit(info, err) {
 			if cfd >= 0 {
 				unix.Close(cfd)
@@ -198,6 +239,41 @@ func (w *walker) user(fd int, rel string) {
 			return
 		}
 	}
+}
+
+// openChild opens the nested subvolume id at rel below fd for the
+// unprivileged walk and reads its info. A place that holds something else
+// than that subvolume of this filesystem gives EXDEV (skipped).
+func (w *walker) openChild(fd int, rel string, id uint64) (info SubvolInfo, cfd int, err error) {
+	info.ID = id
+	cfd, err = beneath.OpenDir(fd, rel)
+	if err != nil {
+		return info, -1, err
+	}
+	var fsInfo FsInfoArgs
+	if err = CheckBtrfs(cfd); err == ErrNotBtrfs {
+		err = unix.EXDEV
+	} else if err == nil {
+		err = FsInfo(cfd, &fsInfo)
+		if err == nil && fsInfo.Fsid != *w.fsid {
+			err = unix.EXDEV
+		}
+	}
+	if err == nil {
+		var args GetSubvolInfoArgs
+		err = beneath.Retry(func() error { return GetSubvolInfo(cfd, &args) })
+		if err == nil {
+			info = infoFromArgs(&args)
+			if info.ID != id {
+				err = unix.EXDEV
+			}
+		}
+	}
+	if err != nil {
+		unix.Close(cfd)
+		return SubvolInfo{ID: id}, -1, err
+	}
+	return info, cfd, nil
 }
 
 // SubvolumesAt is Subvolumes for the subvolume name in the directory open

@@ -25,12 +25,13 @@ type Usage struct {
 	Used       uint64
 }
 
-// FilesystemUsage returns the usage of the filesystem holding path, from
+// FilesystemUsage returns the usage of the filesystem holding path (any
+// path on it: a directory, a file), from
 // FS_INFO, DEV_INFO and SPACE_INFO.
 //
 // Privilege: none. Kernel: any. Concurrency: safe.
 func FilesystemUsage(path string) (Usage, error) {
-	fd, err := openDir(unix.AT_FDCWD, path)
+	fd, err := openOnFS(path)
 	if err != nil {
 		return Usage{}, pathErr("open", path, err)
 	}

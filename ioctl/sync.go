@@ -12,15 +12,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Sync commits the current transaction of the filesystem holding path and
-// waits for it (BTRFS_IOC_SYNC, which also flushes delayed allocation and
+// Sync commits the current transaction of the filesystem holding path (any
+// path on it: a directory, a file) and waits for it (BTRFS_IOC_SYNC, which also flushes delayed allocation and
 // wakes the cleaner thread that frees deleted subvolumes).
 //
 // Privilege: none. Kernel: any. Concurrency: safe; concurrent calls share
 // commits.
 func Sync(path string) error {
 	const op = "BTRFS_IOC_SYNC"
-	fd, err := openDir(unix.AT_FDCWD, path)
+	fd, err := openOnFS(path)
 	if err != nil {
 		return pathErr("open", path, err)
 	}
@@ -40,7 +40,8 @@ const rootItemRefs = 216
 
 // WaitDeleted returns once the deleted subvolumes with the given ids, or all
 // deleted subvolumes if no id is given, have been cleaned by the kernel, so
-// that their space is free. It forces a transaction commit first: cleanup
+// that their space is free. path is any path on the filesystem (a
+// directory, a file); DeleteSubvolumeIDs gives the ids a delete removed. It forces a transaction commit first: cleanup
 // starts only after the commit that records the deletion, which would
 // otherwise come with the periodic commit (30 s by default).
 //
@@ -61,7 +62,7 @@ const rootItemRefs = 216
 // Concurrency: safe; deletions made while it waits are not waited for
 // unless their ids were given (and, unprivileged without ids, may be).
 func WaitDeleted(ctx context.Context, path string, ids ...uint64) error {
-	fd, err := openDir(unix.AT_FDCWD, path)
+	fd, err := openOnFS(path)
 	if err != nil {
 		return pathErr("open", path, err)
 	}

@@ -2,6 +2,7 @@ package beneath
 
 import (
 	"strconv"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,9 +15,7 @@ import (
 // Privilege: none. Concurrency: safe.
 func MountID(fd int) (uint64, error) {
 	var stx unix.Statx_t
-	err := Retry(func() error {
-		return unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx)
-	})
+	err := StatxFd(fd, unix.STATX_MNT_ID, &stx)
 	if err == nil && stx.Mask&unix.STATX_MNT_ID != 0 {
 		return stx.Mnt_id, nil
 	}
@@ -25,6 +24,27 @@ func MountID(fd int) (uint64, error) {
 		return 0, err
 	}
 	return uint64(id), nil
+}
+
+// emptyPath is the "" that statx takes with AT_EMPTY_PATH, made once so
+// that StatxFd allocates nothing (x/sys copies every string it passes).
+var emptyPath = [1]byte{0}
+
+// StatxFd is statx(fd, "", AT_EMPTY_PATH, mask, stx), retried on EINTR,
+// without allocating: for the fields fstat lacks (mount id, STATX_SUBVOL's
+// subvolume id on Linux 6.10). fd may be an O_PATH fd.
+func StatxFd(fd int, mask int, stx *unix.Statx_t) error {
+	for {
+		_, _, errno := unix.Syscall6(unix.SYS_STATX, uintptr(fd), uintptr(unsafe.Pointer(&emptyPath[0])),
+			unix.AT_EMPTY_PATH, uintptr(mask), uintptr(unsafe.Pointer(stx)), 0)
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return errno
+	}
 }
 
 // FdPath returns the path the kernel has for fd, from /proc/self/fd, for
