@@ -264,7 +264,13 @@ func (d *deleter) deleteNested(fd int, id uint64) error {
 			return err
 		}
 		if !cur.read {
-			if cur.refs, err = rootrefs(cfd); err != nil {
+			cur.refs, err = rootrefs(cfd)
+			if err == unix.ENOENT && i > 0 {
+				// Deleted meanwhile, by someone else.
+				d.drop(i)
+				continue
+			}
+			if err != nil {
 				return d.err("BTRFS_IOC_GET_SUBVOL_ROOTREF", i, err)
 			}
 			cur.read = true
@@ -288,14 +294,7 @@ func (d *deleter) deleteNested(fd int, id uint64) error {
 			return nil // everything below the target is gone
 		}
 		// A leaf now: delete it from its parent.
-		if cur.fd >= 0 {
-			unix.Close(cur.fd)
-			cur.fd = -1
-			d.held--
-		}
-		d.levels = d.levels[:i]
-		parent := d.levels[i-1]
-		parent.refs = parent.refs[1:]
+		d.drop(i)
 		pfd, err := d.fd(i - 1)
 		if err != nil {
 			return err
@@ -309,6 +308,19 @@ func (d *deleter) deleteNested(fd int, id uint64) error {
 			d.removed = append(d.removed, cur.id)
 		}
 	}
+}
+
+// drop closes levels[i], the last, and removes it from its parent's
+// refs.
+func (d *deleter) drop(i int) {
+	if l := d.levels[i]; l.fd >= 0 {
+		unix.Close(l.fd)
+		l.fd = -1
+		d.held--
+	}
+	d.levels = d.levels[:i]
+	parent := d.levels[i-1]
+	parent.refs = parent.refs[1:]
 }
 
 // fd returns an fd on levels[i], opening it again from its parent if it

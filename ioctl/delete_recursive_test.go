@@ -92,8 +92,8 @@ func nestedName(i int) string {
 }
 
 // makeDeep creates top/l0/l1/.../l<n-1> with 200-byte names, by fds, so
-// that the whole path is longer than PATH_MAX.
-func makeDeep(t *testing.T, top string, n int) {
+// that the whole path is longer than PATH_MAX, owned by uid.
+func makeDeep(t *testing.T, top string, n int, uid int) {
 	t.Helper()
 	fd, err := openDir(unix.AT_FDCWD, top)
 	if err != nil {
@@ -107,6 +107,9 @@ func makeDeep(t *testing.T, top string, n int) {
 		}
 		next, err := unix.Openat(cur, nestedName(i), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Fchown(next, uid, uid); err != nil {
 			t.Fatal(err)
 		}
 		if cur != fd {
@@ -150,11 +153,27 @@ var _ = registerChild("delete-deep", func(args []string) error {
 // than PATH_MAX, are deleted fully with a bounded number of fds, and the
 // delete returns every id it removed, for WaitDeleted.
 func TestDeleteRecursiveDeep(t *testing.T) {
+	t.Run("CAP_SYS_ADMIN", func(t *testing.T) {
+		testDeleteDeep(t, btrfstest.Cred{Caps: []uintptr{unix.CAP_SYS_ADMIN}})
+	})
+	t.Run("unprivileged", func(t *testing.T) {
+		testDeleteDeep(t, btrfstest.Cred{UID: testUID, GID: testUID}, btrfstest.MountOptions("user_subvol_rm_allowed"))
+	})
+}
+
+func testDeleteDeep(t *testing.T, cred btrfstest.Cred, opts ...btrfstest.Option) {
 	const depth = 25
-	fsys := btrfstest.New(t)
-	mustCreate(t, fsys.Path, "deep")
-	top := filepath.Join(fsys.Path, "deep")
-	makeDeep(t, top, depth)
+	fsys := btrfstest.New(t, opts...)
+	home := filepath.Join(fsys.Path, "home") // the caller's, so that it may delete in it
+	mustMkdir(t, home)
+	mustCreate(t, home, "deep")
+	top := filepath.Join(home, "deep")
+	for _, p := range []string{home, top} {
+		if err := os.Chown(p, int(cred.UID), int(cred.GID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	makeDeep(t, top, depth, int(cred.UID))
 	want := []uint64{subvolID(t, top)}
 	for info, err := range Subvolumes(top) {
 		if err != nil {
@@ -165,7 +184,7 @@ func TestDeleteRecursiveDeep(t *testing.T) {
 	if len(want) != depth+1 {
 		t.Fatalf("listed %d subvolumes, want %d", len(want), depth+1)
 	}
-	out, err := btrfstest.RunAs(t, btrfstest.Cred{Caps: []uintptr{unix.CAP_SYS_ADMIN}}, "delete-deep", top)
+	out, err := btrfstest.RunAs(t, cred, "delete-deep", top)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
