@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"github.com/btrstore/btrstore/internal/btrfstest"
 	"golang.org/x/sys/unix"
 )
@@ -51,6 +52,20 @@ func TestDeleteRecursiveRefusesDotNames(t *testing.T) {
 // subvolume is mounted, is not a subvolume to delete; nothing below what
 // it leads to may be deleted.
 func TestDeleteRecursiveFollowsNothing(t *testing.T) {
+	bothResolvers(t, testDeleteRecursiveFollowsNothing)
+}
+
+// bothResolvers runs fn with openat2, and with internal/beneath's fallback
+// for kernels without it.
+func bothResolvers(t *testing.T, fn func(t *testing.T)) {
+	t.Run("openat2", fn)
+	t.Run("no-openat2", func(t *testing.T) {
+		defer beneath.DisableOpenat2()()
+		fn(t)
+	})
+}
+
+func testDeleteRecursiveFollowsNothing(t *testing.T) {
 	fsys := btrfstest.New(t)
 	mustCreate(t, fsys.Path, "a", "a/n", "a/n/m", "b")
 	mustMkdir(t, filepath.Join(fsys.Path, "b/d"))
@@ -139,6 +154,9 @@ var _ = registerChild("delete-deep", func(args []string) error {
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return err
 	}
+	if len(args) > 1 && args[1] == "no-openat2" {
+		beneath.DisableOpenat2()
+	}
 	ids, err := DeleteSubvolumeIDs(args[0], DeleteRecursive)
 	if err != nil {
 		return err
@@ -153,15 +171,17 @@ var _ = registerChild("delete-deep", func(args []string) error {
 // than PATH_MAX, are deleted fully with a bounded number of fds, and the
 // delete returns every id it removed, for WaitDeleted.
 func TestDeleteRecursiveDeep(t *testing.T) {
-	t.Run("CAP_SYS_ADMIN", func(t *testing.T) {
-		testDeleteDeep(t, btrfstest.Cred{Caps: []uintptr{unix.CAP_SYS_ADMIN}})
-	})
-	t.Run("unprivileged", func(t *testing.T) {
-		testDeleteDeep(t, btrfstest.Cred{UID: testUID, GID: testUID}, btrfstest.MountOptions("user_subvol_rm_allowed"))
-	})
+	for _, resolve := range []string{"openat2", "no-openat2"} {
+		t.Run("CAP_SYS_ADMIN,"+resolve, func(t *testing.T) {
+			testDeleteDeep(t, resolve, btrfstest.Cred{Caps: []uintptr{unix.CAP_SYS_ADMIN}})
+		})
+		t.Run("unprivileged,"+resolve, func(t *testing.T) {
+			testDeleteDeep(t, resolve, btrfstest.Cred{UID: testUID, GID: testUID}, btrfstest.MountOptions("user_subvol_rm_allowed"))
+		})
+	}
 }
 
-func testDeleteDeep(t *testing.T, cred btrfstest.Cred, opts ...btrfstest.Option) {
+func testDeleteDeep(t *testing.T, resolve string, cred btrfstest.Cred, opts ...btrfstest.Option) {
 	const depth = 25
 	fsys := btrfstest.New(t, opts...)
 	home := filepath.Join(fsys.Path, "home") // the caller's, so that it may delete in it
@@ -184,7 +204,7 @@ func testDeleteDeep(t *testing.T, cred btrfstest.Cred, opts ...btrfstest.Option)
 	if len(want) != depth+1 {
 		t.Fatalf("listed %d subvolumes, want %d", len(want), depth+1)
 	}
-	out, err := btrfstest.RunAs(t, cred, "delete-deep", top)
+	out, err := btrfstest.RunAs(t, cred, "delete-deep", top, resolve)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -221,7 +241,9 @@ func testDeleteDeep(t *testing.T, cred btrfstest.Cred, opts ...btrfstest.Option)
 
 // Issue 9 item 7, in process: the ids come back in deletion order, the
 // target last, also from DeleteSubvolumeAtIDs.
-func TestDeleteSubvolumeIDs(t *testing.T) {
+func TestDeleteSubvolumeIDs(t *testing.T) { bothResolvers(t, testDeleteSubvolumeIDs) }
+
+func testDeleteSubvolumeIDs(t *testing.T) {
 	fsys := btrfstest.New(t)
 	mustCreate(t, fsys.Path, "x", "x/a", "x/a/b", "x/c")
 	mustMkdir(t, filepath.Join(fsys.Path, "x/dir"))

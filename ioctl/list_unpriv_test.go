@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"github.com/btrstore/btrstore/internal/btrfstest"
 	"golang.org/x/sys/unix"
 )
@@ -16,6 +17,9 @@ var _ = registerChild("list-json", func(args []string) error {
 	type entry struct {
 		Path string
 		ID   uint64
+	}
+	if len(args) > 1 && args[1] == "no-openat2" {
+		beneath.DisableOpenat2()
 	}
 	var out []entry
 	for info, err := range Subvolumes(args[0]) {
@@ -75,45 +79,47 @@ func TestSubvolumesUnprivilegedSkips(t *testing.T) {
 			mustMount(t, filepath.Join(fsys.Path, "elsewhere"), filepath.Join(s, "bound"), "", unix.MS_BIND)
 		}, []string{"bound"}},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			s := filepath.Join(fsys.Path, strings.ReplaceAll(c.name, " ", "-"))
-			mustCreate(t, fsys.Path, filepath.Base(s), filepath.Base(s)+"/normal", filepath.Base(s)+"/normal/n2")
-			c.setup(t, s)
-			out, err := btrfstest.RunAs(t, btrfstest.Cred{UID: testUID, GID: testUID}, "list-json", s)
-			if err != nil {
-				t.Fatalf("unprivileged listing: %v\n%s", err, out)
-			}
-			var got []struct {
-				Path string
-				ID   uint64
-			}
-			if err := json.Unmarshal([]byte(out), &got); err != nil {
-				t.Fatalf("child output %q: %v", out, err)
-			}
-			var paths []string
-			for _, e := range got {
-				paths = append(paths, e.Path)
-				if want := subvolID(t, filepath.Join(s, e.Path)); e.ID != want {
-					t.Errorf("%s listed with id %d, want %d", e.Path, e.ID, want)
-				}
-			}
-			if want := []string{"normal", "normal/n2"}; !slices.Equal(paths, want) {
-				t.Errorf("unprivileged listing = %v, want %v", got, want)
-			}
-			var all []string
-			for info, err := range Subvolumes(s) {
+		for _, resolve := range []string{"openat2", "no-openat2"} {
+			t.Run(c.name+","+resolve, func(t *testing.T) {
+				s := filepath.Join(fsys.Path, strings.ReplaceAll(c.name, " ", "-")+"-"+resolve)
+				mustCreate(t, fsys.Path, filepath.Base(s), filepath.Base(s)+"/normal", filepath.Base(s)+"/normal/n2")
+				c.setup(t, s)
+				out, err := btrfstest.RunAs(t, btrfstest.Cred{UID: testUID, GID: testUID}, "list-json", s, resolve)
 				if err != nil {
-					t.Fatal(err)
+					t.Fatalf("unprivileged listing: %v\n%s", err, out)
 				}
-				all = append(all, info.Path)
-			}
-			want := append([]string{"normal", "normal/n2"}, c.all...)
-			slices.Sort(all)
-			slices.Sort(want)
-			if !slices.Equal(all, want) {
-				t.Errorf("privileged listing = %v, want %v", all, want)
-			}
-		})
+				var got []struct {
+					Path string
+					ID   uint64
+				}
+				if err := json.Unmarshal([]byte(out), &got); err != nil {
+					t.Fatalf("child output %q: %v", out, err)
+				}
+				var paths []string
+				for _, e := range got {
+					paths = append(paths, e.Path)
+					if want := subvolID(t, filepath.Join(s, e.Path)); e.ID != want {
+						t.Errorf("%s listed with id %d, want %d", e.Path, e.ID, want)
+					}
+				}
+				if want := []string{"normal", "normal/n2"}; !slices.Equal(paths, want) {
+					t.Errorf("unprivileged listing = %v, want %v", got, want)
+				}
+				var all []string
+				for info, err := range Subvolumes(s) {
+					if err != nil {
+						t.Fatal(err)
+					}
+					all = append(all, info.Path)
+				}
+				want := append([]string{"normal", "normal/n2"}, c.all...)
+				slices.Sort(all)
+				slices.Sort(want)
+				if !slices.Equal(all, want) {
+					t.Errorf("privileged listing = %v, want %v", all, want)
+				}
+			})
+		}
 	}
 }
 

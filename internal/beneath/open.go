@@ -125,3 +125,12 @@ func Openat(dirFd int, name string, flags int) (int, error) {
 		return unix.Openat(dirFd, name, flags|unix.O_CLOEXEC, 0)
 	})
 }
+
+// DisableOpenat2 makes Open resolve with its per-component fallback from
+// now on, as on a kernel without openat2, and returns a function that
+// restores the previous state. It is for tests of callers, which must pass
+// both ways; it affects the whole process.
+func DisableOpenat2() (restore func()) {
+	old := openat2Missing.Swap(true)
+	return func() { openat2Missing.Store(old) }
+}
