@@ -135,7 +135,6 @@ func deleteAt(parentFd int, name string, flags DeleteFlags, display string, want
 	}
 	d := deleter{display: display, byID: true}
 	if fd >= 0 {
-		var err error
 		err = d.deleteNested(fd, id)
 		// Closed before the delete: the kernel cleans a deleted
 		// subvolume only once no inode of it is in use, and an fd held
