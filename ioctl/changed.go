@@ -58,7 +58,11 @@ import (
 // directory) whose atime is not newer than its mtime and ctime, or is a day
 // old, updates it. noatime, or O_NOATIME, avoids that; the store cannot
 // choose mount options, so a clone that was only read may be saved. The
-// error is always in that direction: a change is never missed.
+// error is always in that direction: a change is never missed. A chown
+// or chmod of a directory after the mark, even an accepted one, makes its
+// ctime newer than its atime, so the first listing of it counts: a store
+// should not chown a clone's top directory that already has the right
+// owner (a no-op chown is a change too).
 // Changes inside a nested subvolume are not changes of the clone (a
 // snapshot does not include them either); creating or deleting one is.
 type ChangeMark struct {

@@ -480,20 +480,29 @@ func TestChangedSinceErrors(t *testing.T) {
 	}
 }
 
-// The child: as uid 1000 without capabilities, mark a clone it owns, change
-// it or not, and print whether ChangedSince saw a change.
+// The child: as uid 1000 without capabilities, mark a clone, make a change
+// (none, chmod or write), and print whether ChangedSince saw one, or EPERM.
 var _ = registerChild("changed-since", func(args []string) error {
-	path, change := args[0], args[1] == "true"
+	path, change := args[0], args[1]
 	m, err := MarkChanges(path)
 	if err != nil {
 		return err
 	}
-	if change {
-		if err := os.Chmod(filepath.Join(path, chNested, chFile), 0o600); err != nil {
-			return err
-		}
+	file := filepath.Join(path, chNested, chFile)
+	switch change {
+	case "chmod":
+		err = os.Chmod(file, 0o600)
+	case "write":
+		err = os.WriteFile(file, []byte("new"), 0o644)
+	}
+	if err != nil {
+		return err
 	}
 	changed, err := ChangedSince(path, m)
+	if errors.Is(err, fs.ErrPermission) {
+		fmt.Print("EPERM")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -501,11 +510,22 @@ var _ = registerChild("changed-since", func(args []string) error {
 	return nil
 })
 
-// TestChangedSinceUnprivileged: the check needs no capability.
+// TestChangedSinceUnprivileged: the check needs no capability, only the
+// ownership of the clone's top directory (for the flush); without it, it
+// fails with an error matching fs.ErrPermission.
 func TestChangedSinceUnprivileged(t *testing.T) {
 	src := newChangeSource(t)
-	for _, change := range []bool{false, true} {
-		path := filepath.Join(src.fsys.Path, "mine"+strconv.FormatBool(change))
+	for _, c := range []struct {
+		change string
+		owned  bool
+		want   string
+	}{
+		{"none", true, "false"},
+		{"chmod", true, "true"},
+		{"write", true, "true"},
+		{"none", false, "EPERM"},
+	} {
+		path := filepath.Join(src.fsys.Path, "mine-"+c.change+strconv.FormatBool(c.owned))
 		must(t, Snapshot(src.path, path, 0))
 		must(t, filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
 			if err == nil {
@@ -513,16 +533,24 @@ func TestChangedSinceUnprivileged(t *testing.T) {
 			}
 			return err
 		}))
-		waitTick(t)
-		out, err := btrfstest.RunAs(t, btrfstest.Cred{UID: testUID, GID: testUID}, "changed-since", path, strconv.FormatBool(change))
+		if !c.owned {
+			must(t, os.Chown(path, 0, 0))
+		}
+		out, err := btrfstest.RunAs(t, btrfstest.Cred{UID: testUID, GID: testUID}, "changed-since", path, c.change)
 		if err != nil {
 			t.Fatalf("child: %v", err)
 		}
-		if want := strconv.FormatBool(change); out != want {
-			t.Errorf("unprivileged, change %v: child printed %q, want %q", change, out, want)
+		if out != c.want {
+			t.Errorf("unprivileged, change %s, top directory owned %v: child printed %q, want %q", c.change, c.owned, out, c.want)
 		}
 	}
 }
+
+// benchSeq numbers the subvolumes the benchmarks make: sub-benchmarks run
+// several times on one filesystem.
+var benchSeq atomic.Int64
+
+func benchName(prefix string) string { return prefix + strconv.FormatInt(benchSeq.Add(1), 10) }
 
 // BenchmarkChangedSince measures the check against what it saves: the
 // read-only snapshot of the clone (a transaction commit) and the deletion
@@ -535,65 +563,72 @@ func BenchmarkChangedSince(b *testing.B) {
 	benchFill(b, filepath.Join(root, "cache"))
 	must(b, SetReadOnly(filepath.Join(root, "cache"), true))
 	benchCommit(b, rootFd)
-	time.Sleep(10 * time.Millisecond) // past the tick of the last change
+	clone := filepath.Join(root, "clone")
+	must(b, Snapshot(filepath.Join(root, "cache"), clone, 0))
+	cloneFd := mustOpenDir(b, clone)
 
 	b.Run("check", func(b *testing.B) {
-		clone := filepath.Join(root, "clone")
-		must(b, Snapshot(filepath.Join(root, "cache"), clone, 0))
-		fd := mustOpenDir(b, clone)
-		m, err := MarkChangesFd(fd)
+		m, err := MarkChangesFd(cloneFd)
 		must(b, err)
 		b.ReportAllocs()
 		for b.Loop() {
-			if changed, err := ChangedSinceFd(fd, m); err != nil || changed {
+			if changed, err := ChangedSinceFd(cloneFd, m); err != nil || changed {
 				b.Fatal(changed, err)
 			}
 		}
 	})
-	// One cache cycle as the store would issue it, bare: clone, mark, hand
-	// out (chown), then at release either the check alone (unchanged) or a
-	// change and the save (read-only snapshot, exchange, delete the old
-	// version); the clone is deleted in both.
-	for _, changed := range []bool{false, true} {
-		name := "cycle/unchanged"
-		if changed {
-			name = "cycle/changed"
+	// What the check replaces, alone: the read-only snapshot of an
+	// unchanged clone.
+	b.Run("snapshot-ro", func(b *testing.B) {
+		for b.Loop() {
+			must(b, SnapshotAt(cloneFd, rootFd, benchName("ro"), SnapshotReadOnly))
 		}
-		b.Run(name, func(b *testing.B) {
-			waitTick(b) // past the last change of the cache
-			cacheFd, err := openDir(rootFd, "cache")
-			must(b, err)
-			n := 0
+	})
+	// One cache cycle as the store would issue it, bare: clone and mark
+	// (the top directory already has the right owner, so no chown), then
+	// at release the check, and for a changed clone the save (read-only
+	// snapshot, exchange, delete the old version); the clone is deleted in
+	// every case. "changed" makes a directory (seen without the flush),
+	// "changed-data" overwrites a byte of a file (seen after the flush).
+	for _, change := range []string{"unchanged", "changed", "changed-data"} {
+		b.Run("cycle/"+change, func(b *testing.B) {
 			for b.Loop() {
-				n++
-				clone, saved := name[6:]+strconv.Itoa(n), "s"+strconv.Itoa(n)
-				must(b, SnapshotAt(cacheFd, rootFd, clone, 0))
-				fd, err := openDir(rootFd, clone)
-				must(b, err)
-				m, err := MarkChangesFd(fd)
-				must(b, err)
-				must(b, unix.Fchown(fd, 0, 0))
-				must(b, m.Accept(fd))
-				if changed {
-					must(b, unix.Mkdirat(fd, "new"+strconv.Itoa(n), 0o755))
-				}
-				ch, err := ChangedSinceFd(fd, m)
-				must(b, err)
-				if ch != changed {
-					b.Fatalf("ChangedSinceFd = %v, want %v (mark %v)", ch, changed, m)
-				}
-				if ch {
-					must(b, SnapshotAt(fd, rootFd, saved, SnapshotReadOnly))
-					must(b, unix.Renameat2(rootFd, saved, rootFd, "cache", unix.RENAME_EXCHANGE))
-					must(b, DeleteSubvolumeAt(rootFd, saved, 0))
-					unix.Close(cacheFd)
-					cacheFd, err = openDir(rootFd, "cache")
-					must(b, err)
-				}
-				unix.Close(fd)
-				must(b, DeleteSubvolumeAt(rootFd, clone, 0))
+				benchCycle(b, rootFd, change)
 			}
-			unix.Close(cacheFd)
 		})
+	}
+}
+
+func benchCycle(b *testing.B, rootFd int, change string) {
+	clone, saved := benchName(change), benchName("saved")
+	cacheFd, err := openDir(rootFd, "cache")
+	must(b, err)
+	defer unix.Close(cacheFd)
+	must(b, SnapshotAt(cacheFd, rootFd, clone, 0))
+	defer func() { must(b, DeleteSubvolumeAt(rootFd, clone, 0)) }()
+	fd, err := openDir(rootFd, clone)
+	must(b, err)
+	defer unix.Close(fd)
+	m, err := MarkChangesFd(fd)
+	must(b, err)
+	switch change {
+	case "changed":
+		must(b, unix.Mkdirat(fd, benchName("new"), 0o755))
+	case "changed-data":
+		f, err := unix.Openat(fd, "f0", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		must(b, err)
+		_, err = unix.Pwrite(f, []byte(clone), 0)
+		unix.Close(f)
+		must(b, err)
+	}
+	changed, err := ChangedSinceFd(fd, m)
+	must(b, err)
+	if changed != (change != "unchanged") {
+		b.Fatalf("%s: ChangedSinceFd = %v (mark %v)", change, changed, m)
+	}
+	if changed {
+		must(b, SnapshotAt(fd, rootFd, saved, SnapshotReadOnly))
+		must(b, unix.Renameat2(rootFd, saved, rootFd, "cache", unix.RENAME_EXCHANGE))
+		must(b, DeleteSubvolumeAt(rootFd, saved, 0))
 	}
 }
