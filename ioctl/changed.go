@@ -24,6 +24,9 @@ import (
 // is queued as a delayed item. BTRFS_IOC_GET_SUBVOL_INFO reads that
 // in-memory root item, so it sees the change at once, committed or not.
 // A mark is the pair (ctransid, ctime); any difference means a change.
+// (Only a change stamped in the marked transaction with the very
+// nanosecond of the marked ctime, which takes the wall clock stepped back
+// to it, could go unseen.)
 // That covers create, mknod, unlink, rename, mkdir, rmdir, link, symlink,
 // chmod, chown, utimes, truncate, fallocate, set/remove xattr and ACL,
 // chattr, reflink, mmap writes and O_DIRECT writes: each updates at least
@@ -44,12 +47,16 @@ import (
 // writeback, which the snapshot that saves the clone would pay anyway.
 //
 // A tree search of the clone's tree for items newer than its creation
-// (what `btrfs subvolume find-new` does) is not exact without that flush
-// either: inode item updates are delayed items, and written data delayed
-// allocation, neither in the tree until the next commit or writeback; it
-// also needs CAP_SYS_ADMIN. syncfs or BTRFS_IOC_SYNC would flush them,
-// but they write back the whole filesystem and commit: the very cost to
-// save.
+// (what `btrfs subvolume find-new` does) is not exact, even after that
+// flush, and needs CAP_SYS_ADMIN: it sees at once what is inserted into
+// the tree directly (directory entries, inode refs, xattrs, new inodes:
+// create, unlink, rename, mkdir, setxattr), sees written data only after
+// writeback, and sees chmod, chown and utimes only after the next commit,
+// since inode item updates are delayed items (measured on 6.18). syncfs or
+// BTRFS_IOC_SYNC would flush everything, but they write back the whole
+// filesystem and commit a transaction if one is running: the very cost to
+// save. The root item's generation, which GET_SUBVOL_INFO also reports,
+// moves only at a commit.
 //
 // # What counts as a change
 //
