@@ -138,6 +138,9 @@ func MarkChangesFd(fd int) (ChangeMark, error) {
 // Privilege: none. Kernel: 4.18. Concurrency: not safe on one mark; as
 // MarkChangesFd for the subvolume.
 func (m *ChangeMark) Accept(fd int) error {
+	if err := CheckBtrfs(fd); err != nil {
+		return err
+	}
 	var args GetSubvolInfoArgs
 	if err := m.read(fd, &args); err != nil {
 		return err
@@ -213,13 +216,11 @@ func ChangedSinceFd(fd int, m ChangeMark) (changed bool, err error) {
 	return args.Ctransid != m.ctransid || args.Ctime != m.ctime, nil
 }
 
-// read issues GET_SUBVOL_INFO on fd and checks that it is m's subvolume.
+// read issues GET_SUBVOL_INFO on fd, which the caller has checked is on
+// btrfs, and checks that it is m's subvolume.
 func (m *ChangeMark) read(fd int, args *GetSubvolInfoArgs) error {
 	if m.id == 0 {
 		return fmt.Errorf("zero ChangeMark: %w", fs.ErrInvalid)
-	}
-	if err := CheckBtrfs(fd); err != nil {
-		return err
 	}
 	if err := getSubvolInfo(fd, args); err != nil {
 		return err
