@@ -480,6 +480,20 @@ func TestChangedSinceErrors(t *testing.T) {
 	}
 }
 
+// TestChangedSinceOldKernel: where the kernel cannot flush a subvolume
+// without a commit (before 5.10), the check says so with ErrNotSupported,
+// so that the caller saves as without it.
+func TestChangedSinceOldKernel(t *testing.T) {
+	src := newChangeSource(t)
+	_, fd, m := src.clone(t)
+	saved := flushSupported
+	flushSupported = func() bool { return false }
+	t.Cleanup(func() { flushSupported = saved })
+	if changed, err := ChangedSinceFd(fd, m); !errors.Is(err, ErrNotSupported) || !changed {
+		t.Errorf("kernel without the flush: ChangedSinceFd = %v, %v; want true, ErrNotSupported", changed, err)
+	}
+}
+
 // The child: as uid 1000 without capabilities, mark a clone, make a change
 // (none, chmod or write), and print whether ChangedSince saw one, or EPERM.
 var _ = registerChild("changed-since", func(args []string) error {
