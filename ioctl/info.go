@@ -104,7 +104,7 @@ func IsSubvolume(path string) (bool, error) {
 	if err := unix.Statfs(path, &sfs); err != nil {
 		return false, pathErr("statfs", path, err)
 	}
-	if sfs.Type != BTRFS_SUPER_MAGIC {
+	if uint32(sfs.Type) != BTRFS_SUPER_MAGIC { // Type is int32 on 32-bit arches, uint32 on s390x
 		return false, pathErr("statfs", path, ErrNotBtrfs)
 	}
 	var st unix.Stat_t
