@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"unsafe"
 )
 
 // The request numbers, written out by hand from the kernel's ioctl.h files
@@ -208,5 +209,41 @@ func TestStructLayout(t *testing.T) {
 		if want := pick(c.want); c.got != want {
 			t.Errorf("sizeof(struct %s) = %d, want %d (%s)", c.name, c.got, want, class)
 		}
+	}
+}
+
+// TestSearchByteOrder checks the byte order of a tree search result as the
+// kernel writes it on any architecture: each btrfs_ioctl_search_header is a
+// struct copied in native order, and the item after it is on-disk data,
+// little-endian everywhere (run on s390x for the big-endian case).
+func TestSearchByteOrder(t *testing.T) {
+	body := []byte{
+		0x02, 0x01, 0, 0, 0, 0, 0, 0, // dirid 0x102
+		0x07, 0, 0, 0, 0, 0, 0, 0, // sequence
+		0x03, 0x00, // name_len 3
+		'a', 'b', 'c',
+	}
+	words := make([]uint64, (SizeofSearchHeader+len(body)+7)/8)
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), SizeofSearchHeader+len(body))
+	*(*SearchHeader)(unsafe.Pointer(&buf[0])) = SearchHeader{
+		Transid: 0x1122334455667788, Objectid: 257, Offset: 5,
+		Type: BTRFS_ROOT_BACKREF_KEY, Len: uint32(len(body)),
+	}
+	copy(buf[SizeofSearchHeader:], body)
+	n := 0
+	err := searchItems(buf, 1, func(h *SearchHeader, data []byte) bool {
+		n++
+		if h.Transid != 0x1122334455667788 || h.Objectid != 257 || h.Offset != 5 ||
+			h.Type != BTRFS_ROOT_BACKREF_KEY || h.Len != uint32(len(body)) {
+			t.Errorf("header %+v", *h)
+		}
+		ref, ok := parseRootRef(data)
+		if !ok || ref.dirid != 0x102 || ref.name != "abc" {
+			t.Errorf("parseRootRef = %+v, %v; want dirid 0x102, name abc", ref, ok)
+		}
+		return true
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("searchItems: %d items, %v", n, err)
 	}
 }

@@ -104,11 +104,44 @@ const (
 	BTRFS_SUBVOL_SYNC_PEEK_FIRST      = 3
 	BTRFS_SUBVOL_SYNC_PEEK_LAST       = 4
 
+	// The type and profile bits of a block group (btrfs_tree.h), as
+	// SPACE_INFO reports them; the profile gives the raw-to-logical ratio.
 	BTRFS_BLOCK_GROUP_DATA      = 1 << 0
 	BTRFS_BLOCK_GROUP_SYSTEM    = 1 << 1
 	BTRFS_BLOCK_GROUP_METADATA  = 1 << 2
+	BTRFS_BLOCK_GROUP_RAID0     = 1 << 3
+	BTRFS_BLOCK_GROUP_RAID1     = 1 << 4
+	BTRFS_BLOCK_GROUP_DUP       = 1 << 5
+	BTRFS_BLOCK_GROUP_RAID10    = 1 << 6
+	BTRFS_BLOCK_GROUP_RAID5     = 1 << 7
+	BTRFS_BLOCK_GROUP_RAID6     = 1 << 8
+	BTRFS_BLOCK_GROUP_RAID1C3   = 1 << 9
+	BTRFS_BLOCK_GROUP_RAID1C4   = 1 << 10
 	BTRFS_SPACE_INFO_GLOBAL_RSV = 1 << 49
+
+	// BTRFS_ROOT_SUBVOL_RDONLY is the read-only bit of a root item's flags
+	// (as GET_SUBVOL_INFO reports them); SUBVOL_GETFLAGS uses
+	// BTRFS_SUBVOL_RDONLY.
+	BTRFS_ROOT_SUBVOL_RDONLY = 1 << 0
 )
+
+// Offsets in the packed on-disk struct btrfs_root_item (btrfs_tree.h).
+// Tree search returns item bodies as they are on disk, little-endian on
+// every architecture (read them with binary.LittleEndian: parseRootItem,
+// parseRootRef); the SearchHeader before each is in native byte order.
+const (
+	rootItemFlags        = 208
+	rootItemUUID         = 247
+	rootItemParentUUID   = 263
+	rootItemReceivedUUID = 279
+	rootItemCtransid     = 295
+	rootItemCtime        = 327 // 4 packed btrfs_timespec of 12 bytes
+	rootItemGeneration   = 160
+	rootItemGenerationV2 = 239
+	sizeofRootItem       = 439
+)
+
+// (rootItemRefs, the offset of the u32 refs field, is in sync.go.)
 
 // Struct sizes, the same on every architecture; pinned against unsafe.Sizeof
 // by TestStructLayout and against the kernel header by TestHeaderStructs.

@@ -7,10 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// BTRFS_ROOT_SUBVOL_RDONLY is the read-only bit of a root item's flags (as
-// GET_SUBVOL_INFO reports them); SUBVOL_GETFLAGS uses BTRFS_SUBVOL_RDONLY.
-const BTRFS_ROOT_SUBVOL_RDONLY = 1 << 0
-
 // UUID is a subvolume UUID; the zero value means none.
 type UUID [BTRFS_UUID_SIZE]byte
 
