@@ -2,9 +2,12 @@ package ioctl
 
 // Request numbers, constants and argument structs of the btrfs ioctl
 // interface, transcribed from the kernel's include/uapi/linux/btrfs.h and
-// btrfs_tree.h. Field names keep the kernel's (as x/sys/unix does); every
-// size and request number is pinned against the header by
-// headers_cgo_test.go.
+// btrfs_tree.h. Field names keep the kernel's (as x/sys/unix does). What
+// differs per architecture is in small files chosen by build tag: the _IOC
+// encoding (ioc_generic.go, ioc_powerpc.go) and the layouts that change on
+// 386 (layout_386.go, layout_not386.go). abi_test.go pins every request
+// number, size and moving offset per architecture family on any GOARCH;
+// headers_test.go (cgo) pins them against linux/btrfs.h on the host.
 
 // The kernel's _IOC encoding of a request number: nr in bits 0-7, the type
 // (BTRFS_IOCTL_MAGIC) in bits 8-15, the argument's size from bit 16,
