@@ -89,6 +89,11 @@ func TestHeaderConstants(t *testing.T) {
 		"rootItemCtransid":                  rootItemCtransid,
 		"rootItemCtime":                     rootItemCtime,
 		"SizeofTimespecPacked":              12,
+
+		// Send and receive.
+		"BTRFS_IOC_SET_RECEIVED_SUBVOL": BTRFS_IOC_SET_RECEIVED_SUBVOL,
+		"BTRFS_IOC_SEND":                BTRFS_IOC_SEND,
+		"BTRFS_IOC_ENCODED_WRITE":       BTRFS_IOC_ENCODED_WRITE,
 	}
 	if cheader.SyncWaitFromCopy {
 		t.Log("linux/btrfs.h predates 6.13: SUBVOL_SYNC_WAIT checked against the copied 6.13 definition")
@@ -133,6 +138,9 @@ func TestHeaderStructs(t *testing.T) {
 		{DevInfoArgs{}, cheader.DevInfoArgs{}, SizeofDevInfoArgs},
 		{FsInfoArgs{}, cheader.FsInfoArgs{}, SizeofFsInfoArgs},
 		{SubvolWait{}, cheader.SubvolWait{}, SizeofSubvolWait},
+		{SendArgs{}, cheader.SendArgs{}, SizeofSendArgs},
+		{ReceivedSubvolArgs{}, cheader.ReceivedSubvolArgs{}, SizeofReceivedSubvolArgs},
+		{EncodedIOArgs{}, cheader.EncodedIOArgs{}, SizeofEncodedIOArgs},
 	} {
 		ours, kernel := reflect.TypeOf(c.ours), reflect.TypeOf(c.kernel)
 		t.Run(ours.Name(), func(t *testing.T) {
