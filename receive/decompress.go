@@ -41,10 +41,25 @@ func (d *decoder) decode(c *sendstream.Command) ([]byte, error) {
 			c.UnencodedLen, c.UnencodedOffset, c.UnencodedFileLen, fs.ErrInvalid)
 	}
 	n := int(c.UnencodedLen)
+	// btrfs compresses the file's bytes, not the sector-rounded extent
+	// (UnencodedLen): the data may decompress to less, and the kernel
+	// reads the rest as zeros. What the file needs must be there.
+	need := int(c.UnencodedOffset + c.UnencodedFileLen)
 	if cap(d.buf) < n {
 		d.buf = make([]byte, maxUnencoded)
 	}
 	out := d.buf[:n]
+	clear(out)
+	readNeeded := func(r io.Reader) error {
+		got, err := io.ReadFull(r, out)
+		if got >= need {
+			return nil
+		}
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
 	var err error
 	switch c.Compression {
 	case sendstream.CompressionNone:
@@ -55,7 +70,7 @@ func (d *decoder) decode(c *sendstream.Command) ([]byte, error) {
 	case sendstream.CompressionZlib:
 		var zr io.ReadCloser
 		if zr, err = zlib.NewReader(bytes.NewReader(c.Data)); err == nil {
-			_, err = io.ReadFull(zr, out)
+			err = readNeeded(zr)
 			zr.Close()
 		}
 	case sendstream.CompressionZstd:
@@ -64,7 +79,7 @@ func (d *decoder) decode(c *sendstream.Command) ([]byte, error) {
 		}
 		if err == nil {
 			if err = d.zstd.Reset(bytes.NewReader(c.Data)); err == nil {
-				_, err = io.ReadFull(d.zstd, out)
+				err = readNeeded(d.zstd)
 			}
 		}
 	default:
@@ -74,10 +89,10 @@ func (d *decoder) decode(c *sendstream.Command) ([]byte, error) {
 		sector := 4096 << (c.Compression - sendstream.CompressionLZO4K)
 		var got []byte
 		if got, err = btrfsLZO(c.Data, sector, n); err == nil {
-			if len(got) < n { // btrfs zero-fills a short last sector
-				got = append(got, make([]byte, n-len(got))...)
+			if len(got) < need {
+				err = io.ErrUnexpectedEOF
 			}
-			out = got
+			copy(out, got)
 		}
 	}
 	if err != nil {

@@ -323,7 +323,7 @@ func (rc *receiver) apply(c *sendstream.Command) error {
 		if err != nil {
 			return errAt("create", c.Path, err)
 		}
-		unix.Close(fd)
+		return unix.Close(fd)
 	case sendstream.CmdMkdir:
 		d, name, err := rc.cache.parentOf(root, c.Path, false)
 		if err != nil {
