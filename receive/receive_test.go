@@ -190,7 +190,8 @@ func TestSendApply(t *testing.T) {
 			o := opts
 			o.Parent = step.parent
 			pr, pw := io.Pipe()
-			go func() { pw.CloseWithError(ioctl.Send(context.Background(), pw, step.src, o)) }()
+			var copy bytes.Buffer
+			go func() { pw.CloseWithError(ioctl.Send(context.Background(), io.MultiWriter(pw, &copy), step.src, o)) }()
 			got, err := Apply(context.Background(), pr, dir, Options{})
 			if err != nil {
 				t.Fatalf("%+v: %v", o, err)
@@ -200,6 +201,9 @@ func TestSendApply(t *testing.T) {
 			}
 			compareTrees(t, step.src, got[0])
 			checkReceived(t, got[0], step.src)
+			if _, err := exec.LookPath("btrfs"); err == nil {
+				checkDump(t, copy.Bytes())
+			}
 		}
 	}
 }
