@@ -214,3 +214,58 @@ func TestHostileStreams(t *testing.T) {
 		t.Errorf("second receive: %v", err)
 	}
 }
+
+// TestApplySyntheticV2: the commands kernels rarely send — fallocate
+// (allocate, keep size, punch hole), fileattr and update_extent (ignored,
+// as btrfs receive does), attributes of the subvolume's root ("") — are
+// applied.
+func TestApplySyntheticV2(t *testing.T) {
+	fsys := btrfstest.New(t)
+	recv := filepath.Join(fsys.Path, "recv")
+	must(t, os.Mkdir(recv, 0o755))
+	ts := sendstream.Timespec{Sec: 1600000000, Nsec: 7}
+	data := random(16384, 9)
+	s := stream(t,
+		cmd(sendstream.CmdMkfile, "f"),
+		cmd(sendstream.CmdWrite, "f", func(c *sendstream.Command) { c.Data = data }),
+		cmd(sendstream.CmdFallocate, "f", func(c *sendstream.Command) {
+			c.FallocateMode, c.FileOffset, c.Size = unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 4096, 8192
+		}),
+		cmd(sendstream.CmdFallocate, "f", func(c *sendstream.Command) { c.FallocateMode, c.FileOffset, c.Size = 0, 16384, 4096 }),
+		cmd(sendstream.CmdFileattr, "f", func(c *sendstream.Command) { c.Fileattr = 0x10 }),
+		cmd(sendstream.CmdUpdateExtent, "f", func(c *sendstream.Command) { c.Size = 4096 }),
+		cmd(sendstream.CmdMksock, "sock"),
+		cmd(sendstream.CmdSetXattr, "", func(c *sendstream.Command) { c.XattrName, c.XattrData = "user.root", []byte("r") }),
+		cmd(sendstream.CmdChmod, "", func(c *sendstream.Command) { c.Mode = 0o711 }),
+		cmd(sendstream.CmdChown, "", func(c *sendstream.Command) { c.UID, c.GID = 12, 34 }),
+		cmd(sendstream.CmdUtimes, "", func(c *sendstream.Command) { c.Atime, c.Mtime, c.Ctime = ts, ts, ts }),
+	)
+	got, err := Apply(context.Background(), bytes.NewReader(s), recv, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(got[0], "f"))
+	must(t, err)
+	want := bytes.Clone(data)
+	clear(want[4096:12288])
+	want = append(want, make([]byte, 4096)...)
+	if !bytes.Equal(b, want) {
+		t.Errorf("f: %d bytes, differs from the expected %d", len(b), len(want))
+	}
+	var st unix.Stat_t
+	must(t, unix.Stat(got[0], &st))
+	if st.Mode&0o7777 != 0o711 || st.Uid != 12 || st.Gid != 34 || st.Mtim.Sec != ts.Sec || st.Mtim.Nsec != int64(ts.Nsec) {
+		t.Errorf("root: mode %o owner %d:%d mtime %v", st.Mode&0o7777, st.Uid, st.Gid, st.Mtim)
+	}
+	if x := xattrs(t, got[0]); x != "user.root=r" {
+		t.Errorf("root xattrs %q", x)
+	}
+	must(t, unix.Lstat(filepath.Join(got[0], "sock"), &st))
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		t.Errorf("sock: mode %o", st.Mode)
+	}
+	_, holes := fileHash(t, filepath.Join(got[0], "f"), 20480)
+	if holes != "0-1,3-4" { // the preallocated tail reads as a hole too
+		t.Errorf("f data map %q, want a hole at blocks 1-2", holes)
+	}
+}
