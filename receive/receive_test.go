@@ -310,3 +310,40 @@ func TestDiffTreesDetects(t *testing.T) {
 		t.Errorf("a tree differs from itself: %v", d)
 	}
 }
+
+// TestCloneSourcesAcrossSubvolumes: a full stream sent with a clone source
+// (ioctl.SendOptions.CloneSources) carries clone commands from that
+// subvolume; Apply finds its received copy by received UUID and shares the
+// extents again.
+func TestCloneSourcesAcrossSubvolumes(t *testing.T) {
+	fsys := btrfstest.New(t)
+	lib, app := filepath.Join(fsys.Path, "lib"), filepath.Join(fsys.Path, "app")
+	must(t, ioctl.CreateSubvolume(lib))
+	write(t, filepath.Join(lib, "big"), random(1<<20, 5))
+	libRO := filepath.Join(fsys.Path, "lib-ro")
+	must(t, ioctl.Snapshot(lib, libRO, ioctl.SnapshotReadOnly))
+	must(t, ioctl.CreateSubvolume(app))
+	reflink(t, filepath.Join(libRO, "big"), filepath.Join(app, "shared"))
+	write(t, filepath.Join(app, "own"), []byte("own"))
+	appRO := filepath.Join(fsys.Path, "app-ro")
+	must(t, ioctl.Snapshot(app, appRO, ioctl.SnapshotReadOnly))
+
+	libStream := send(t, libRO, ioctl.SendOptions{})
+	appStream := send(t, appRO, ioctl.SendOptions{CloneSources: []string{libRO}})
+	if len(appStream) > 512<<10 {
+		t.Errorf("app stream of %d bytes: the shared file was not sent as a clone", len(appStream))
+	}
+	recv := filepath.Join(fsys.Path, "recv")
+	must(t, os.Mkdir(recv, 0o755))
+	// Without lib received, the clone source is unknown.
+	if _, err := Apply(context.Background(), bytes.NewReader(appStream), recv, Options{}); !errors.Is(err, ErrUnknownSource) {
+		t.Errorf("clone source absent: %v", err)
+	}
+	assertEmpty(t, recv)
+	apply(t, libStream, recv, Options{})
+	apply(t, appStream, recv, Options{})
+	compareTrees(t, appRO, filepath.Join(recv, "app-ro"))
+	if _, err := os.Stat(filepath.Join(recv, "app-ro", "shared")); err != nil {
+		t.Error(err)
+	}
+}
