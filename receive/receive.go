@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/btrstore/btrstore/ioctl"
+	"github.com/btrstore/btrstore/kernel"
 	"github.com/btrstore/btrstore/sendstream"
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +38,12 @@ type Options struct {
 	// an encoded write.
 	Decompress bool
 }
+
+// ErrNeedsPrivilege: the caller lacks CAP_SYS_ADMIN, without which the
+// kernel refuses SET_RECEIVED_SUBVOL (a received subvolume could not be
+// marked as such, nor a failed one always be deleted). Matches
+// fs.ErrPermission. Apply checks it before touching the disk.
+var ErrNeedsPrivilege = fmt.Errorf("receiving needs CAP_SYS_ADMIN (BTRFS_IOC_SET_RECEIVED_SUBVOL): %w", fs.ErrPermission)
 
 // tmpPrefix starts the name under which a subvolume is received until it
 // is complete, read-only and renamed to its name.
@@ -101,15 +108,20 @@ type receiver struct {
 // truncated ones io.ErrUnexpectedEOF, unsafe paths ErrUnsafePath, unknown
 // parents and clone sources ErrUnknownSource (fs.ErrNotExist).
 //
-// Privilege: CAP_SYS_ADMIN for SET_RECEIVED_SUBVOL, ENCODED_WRITE and the
-// tree search that lists nested subvolumes; creating device nodes needs
-// CAP_MKNOD, chown CAP_CHOWN. Kernel: 5.6 for openat2 (older kernels: a
+// Privilege: CAP_SYS_ADMIN, for SET_RECEIVED_SUBVOL (without it Apply
+// returns ErrNeedsPrivilege before touching the disk), ENCODED_WRITE (else
+// decompressed) and the tree search that lists nested sources (else the
+// unprivileged listing); creating device nodes also needs CAP_MKNOD, chown
+// CAP_CHOWN, as for btrfs receive. Kernel: 5.6 for openat2 (older kernels: a
 // component-by-component walk that refuses symlinks but cannot see
 // mounts), 5.18 for encoded writes (else decompressed). Concurrency: Apply
 // calls may run concurrently on different streams and directories; two
 // streams with the same subvolume name in one dir: one fails with
 // fs.ErrExist.
 func Apply(ctx context.Context, r io.Reader, dir string, opts Options) (received []string, err error) {
+	if ok, err := kernel.HasCapability(unix.CAP_SYS_ADMIN); err == nil && !ok {
+		return nil, &fs.PathError{Op: "receive", Path: dir, Err: ErrNeedsPrivilege}
+	}
 	dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: dir, Err: err}
