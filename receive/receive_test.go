@@ -72,6 +72,9 @@ func checkDump(t testing.TB, stream []byte) {
 	if err := sendstream.Dump(&got, bytes.NewReader(stream)); err != nil {
 		t.Fatal(err)
 	}
+	if bytes.Count(stream, []byte(sendstream.Magic)) > 1 && bytes.HasPrefix(got.Bytes(), want) {
+		return // btrfs receive --dump stops after the first of concatenated streams
+	}
 	if got.String() != string(want) {
 		gl, wl := strings.Split(got.String(), "\n"), strings.Split(string(want), "\n")
 		for i := range min(len(gl), len(wl)) {
@@ -346,4 +349,29 @@ func TestCloneSourcesAcrossSubvolumes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(recv, "app-ro", "shared")); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestSeveralSubvolumesInOneStream: `btrfs send s1 s2` (two subvolumes in
+// one stream) is received as two subvolumes; a failure in the second
+// removes the first too.
+func TestSeveralSubvolumesInOneStream(t *testing.T) {
+	requireCLI(t)
+	s := newScene(t)
+	both := cli(t, "send", "-q", s.s1, s.s2)
+	checkDump(t, both)
+	got := apply(t, both, s.recv, Options{})
+	if len(got) != 2 {
+		t.Fatalf("received %v", got)
+	}
+	compareTrees(t, s.s1, filepath.Join(s.recv, "s1"))
+	compareTrees(t, s.s2, filepath.Join(s.recv, "s2"))
+	checkReceived(t, filepath.Join(s.recv, "s2"), s.s2)
+
+	other := filepath.Join(s.fs.Path, "other")
+	must(t, os.Mkdir(other, 0o755))
+	_, err := Apply(context.Background(), bytes.NewReader(both[:len(both)-100]), other, Options{})
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("truncated in the second subvolume: %v", err)
+	}
+	assertEmpty(t, other)
 }
