@@ -79,6 +79,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./sendstream
 	$(GO) test -run '^$$' -fuzz '^FuzzAttributes$$' -fuzztime $(FUZZTIME) ./sendstream
 	$(GO) test -run '^$$' -fuzz '^FuzzDump$$' -fuzztime $(FUZZTIME) ./sendstream
+	$(GO) test -run '^$$' -fuzz '^FuzzBtrfsLZO$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./receive
 
 # bench compares btrstore, interleaved, with the bare ioctl sequence,
 # github.com/dennwc/btrfs and the btrfs command forked per operation (with
