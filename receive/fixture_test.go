@@ -67,6 +67,7 @@ func populate(t testing.TB, dir string) {
 	write(t, filepath.Join(dir, "comp"), compressible(512<<10, 0))
 	write(t, filepath.Join(dir, "d1/d2/deep"), []byte("deep"))
 	write(t, filepath.Join(dir, "d1/name with spaces\n"), []byte("odd name"))
+	write(t, filepath.Join(dir, "p1/p2/leaf"), []byte("leaf"))
 	must(t, os.Symlink("small", filepath.Join(dir, "link")))
 	must(t, os.Symlink("/etc/passwd", filepath.Join(dir, "d1/abs-link")))
 	must(t, os.Symlink("dangling", filepath.Join(dir, "dangling")))
@@ -111,6 +112,9 @@ func mutate(t testing.TB, dir string) {
 	must(t, os.Mkdir(p("d3"), 0o750))
 	must(t, unix.Renameat2(unix.AT_FDCWD, p("d1"), unix.AT_FDCWD, p("d3"), unix.RENAME_EXCHANGE))
 	must(t, os.Rename(p("d3/d2"), p("d2moved")))
+	// Parent and child directories trade places: p1/p2 -> p2/p1.
+	must(t, os.Rename(p("p1/p2"), p("p2")))
+	must(t, os.Rename(p("p1"), p("p2/p1")))
 	// Overwrite in place, append, truncate down and up.
 	f, err := os.OpenFile(p("big"), os.O_RDWR, 0)
 	must(t, err)
