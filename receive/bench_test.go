@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
@@ -16,8 +17,10 @@ import (
 // included, as a user runs it) on the same streams made by ioctl.Send: a
 // subvolume of 1000 small files in 20 directories and three 16 MiB files,
 // in full, then incremental after 200 small files changed, 100 added, 50
-// removed, 50 renamed and two large files partly rewritten. Compare the
-// ns/op of native and cli within one run:
+// removed, 50 renamed and two large files partly rewritten. Each iteration
+// receives once with each, alternating which goes first; the metrics are
+// native-ms/op, cli-ms/op and their ratio (ns/op counts both and the
+// setup):
 //
 //	go test -run '^$' -bench BenchmarkReceive -benchtime 5x ./receive
 func BenchmarkReceive(b *testing.B) {
@@ -100,34 +103,37 @@ func BenchmarkReceive(b *testing.B) {
 		}
 		must(b, ioctl.Sync(fsys.Path))
 	}
-	for _, how := range []struct {
-		name string
-		fn   func(file, dir string)
-	}{{"native", native}, {"cli", cliReceive}} {
-		b.Run("full/"+how.name, func(b *testing.B) {
+	// Interleaved: each iteration receives with both, alternating which
+	// goes first, so that both see the same state of the machine.
+	for _, kind := range []struct {
+		name, stream string
+		parent       bool
+	}{{"full", full, false}, {"incremental", inc, true}} {
+		b.Run(kind.name, func(b *testing.B) {
+			var nativeTime, cliTime time.Duration
+			i := 0
 			for b.Loop() {
-				b.StopTimer()
-				dir := fresh()
-				must(b, ioctl.Sync(fsys.Path))
-				b.StartTimer()
-				how.fn(full, dir)
-				b.StopTimer()
-				clean(dir)
-				b.StartTimer()
+				for _, first := range []bool{i%2 == 0, i%2 != 0} {
+					dir := fresh()
+					if kind.parent {
+						native(full, dir)
+					}
+					must(b, ioctl.Sync(fsys.Path))
+					start := time.Now()
+					if first {
+						native(kind.stream, dir)
+						nativeTime += time.Since(start)
+					} else {
+						cliReceive(kind.stream, dir)
+						cliTime += time.Since(start)
+					}
+					clean(dir)
+				}
+				i++
 			}
-		})
-		b.Run("incremental/"+how.name, func(b *testing.B) {
-			for b.Loop() {
-				b.StopTimer()
-				dir := fresh()
-				native(full, dir)
-				must(b, ioctl.Sync(fsys.Path))
-				b.StartTimer()
-				how.fn(inc, dir)
-				b.StopTimer()
-				clean(dir)
-				b.StartTimer()
-			}
+			b.ReportMetric(float64(nativeTime.Milliseconds())/float64(i), "native-ms/op")
+			b.ReportMetric(float64(cliTime.Milliseconds())/float64(i), "cli-ms/op")
+			b.ReportMetric(float64(nativeTime)/float64(cliTime), "native/cli")
 		})
 	}
 }

@@ -131,7 +131,6 @@ func Apply(ctx context.Context, r io.Reader, dir string, opts Options) (received
 		return nil, &fs.PathError{Op: "receive", Path: dir, Err: err}
 	}
 	rc := &receiver{ctx: ctx, opts: opts, dir: dir, dirfd: dirfd, wfd: -1, encoded: !opts.Decompress}
-	rc.cache.fd = -1
 	rc.srcs.dirs = opts.Sources
 	if len(rc.srcs.dirs) == 0 {
 		rc.srcs.dirs = []string{dir}
@@ -319,6 +318,7 @@ func (rc *receiver) apply(c *sendstream.Command) error {
 		return fmt.Errorf("%w: %v before any subvol or snapshot command", sendstream.ErrCorrupt, c.Type)
 	}
 	root := rc.cur.fd
+	rc.cache.trim()
 	switch c.Type {
 	case sendstream.CmdWrite, sendstream.CmdClone, sendstream.CmdEncodedWrite, sendstream.CmdTruncate,
 		sendstream.CmdFallocate, sendstream.CmdUpdateExtent:
@@ -368,7 +368,9 @@ func (rc *receiver) apply(c *sendstream.Command) error {
 	case sendstream.CmdRename:
 		return rc.twoPaths(root, c.Path, c.PathTo, func(d1 int, n1 string, d2 int, n2 string) error {
 			err := unix.Renameat(d1, n1, d2, n2)
-			rc.cache.drop() // a renamed directory changes what paths below it name
+			// What both paths (and paths below them) name has changed.
+			rc.cache.invalidate(c.Path)
+			rc.cache.invalidate(c.PathTo)
 			return errAt("rename", c.Path, err)
 		})
 	case sendstream.CmdLink:
@@ -387,7 +389,7 @@ func (rc *receiver) apply(c *sendstream.Command) error {
 			return err
 		}
 		err = unix.Unlinkat(d, name, unix.AT_REMOVEDIR)
-		rc.cache.drop()
+		rc.cache.invalidate(c.Path)
 		return errAt("rmdir", c.Path, err)
 	case sendstream.CmdSetXattr, sendstream.CmdRemoveXattr:
 		d, name, err := rc.cache.parentOf(root, c.Path, true)
@@ -471,40 +473,17 @@ func (rc *receiver) apply(c *sendstream.Command) error {
 	return fmt.Errorf("%w: command %v not handled", sendstream.ErrCorrupt, c.Type)
 }
 
-// twoPaths resolves the parents of two paths; the second, when in another
-// directory than the first, is opened for the call alone.
+// twoPaths resolves the parents of two paths through the cache.
 func (rc *receiver) twoPaths(root int, p1, p2 string, fn func(int, string, int, string) error) error {
-	if err := checkPath(p2, false); err != nil {
-		return err
-	}
 	d1, n1, err := rc.cache.parentOf(root, p1, false)
 	if err != nil {
 		return err
 	}
-	d2, n2 := root, p2
-	if i := lastSlash(p2); i >= 0 {
-		n2 = p2[i+1:]
-		if rc.cache.fd >= 0 && rc.cache.path == p2[:i] {
-			d2 = rc.cache.fd
-		} else {
-			fd, err := openBeneath(root, p2[:i], unix.O_PATH|unix.O_DIRECTORY, 0)
-			if err != nil {
-				return pathError("resolve", p2[:i], err)
-			}
-			defer unix.Close(fd)
-			d2 = fd
-		}
+	d2, n2, err := rc.cache.parentOf(root, p2, false)
+	if err != nil {
+		return err
 	}
 	return fn(d1, n1, d2, n2)
-}
-
-func lastSlash(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' {
-			return i
-		}
-	}
-	return -1
 }
 
 // chmodNoFollow changes the mode of name in d, never through a symlink:

@@ -99,20 +99,41 @@ func openWalk(dirfd int, p string, flags int, mode uint32) (int, error) {
 	return cur, nil
 }
 
-// dirCache holds the directory most recently resolved, so that the runs of
-// commands on entries of one directory (create, rename, attributes,
-// utimes) resolve it once. It is dropped whenever a rename or rmdir may
-// have changed what a path names.
+// dirCache holds the directories resolved so far, so that the runs of
+// commands on entries of the same directories (create, rename, attributes,
+// utimes: the kernel goes through inodes, not directories) resolve each one
+// once. An entry stays right until its path, or a parent of it, is renamed
+// away, replaced by a rename or removed: invalidate drops those.
 type dirCache struct {
-	path string
-	fd   int // -1: empty
+	fds map[string]int // directory path below the subvolume -> O_PATH fd
 }
 
+// maxCachedDirs bounds the open fds; trim empties the cache beyond it.
+const maxCachedDirs = 256
+
 func (c *dirCache) drop() {
-	if c.fd >= 0 {
-		unix.Close(c.fd)
+	for _, fd := range c.fds {
+		unix.Close(fd)
 	}
-	c.path, c.fd = "", -1
+	clear(c.fds)
+}
+
+// trim empties a full cache. Called between commands only, so that an fd
+// returned by parentOf stays open for the whole command.
+func (c *dirCache) trim() {
+	if len(c.fds) >= maxCachedDirs {
+		c.drop()
+	}
+}
+
+// invalidate forgets p and every directory below it.
+func (c *dirCache) invalidate(p string) {
+	for k, fd := range c.fds {
+		if k == p || (len(k) > len(p) && k[len(p)] == '/' && k[:len(p)] == p) {
+			unix.Close(fd)
+			delete(c.fds, k)
+		}
+	}
 }
 
 // parentOf returns a directory fd and the last component for path p below
@@ -131,15 +152,17 @@ func (c *dirCache) parentOf(root int, p string, allowRoot bool) (int, string, er
 		return root, p, nil
 	}
 	dir, name := p[:i], p[i+1:]
-	if c.fd >= 0 && c.path == dir {
-		return c.fd, name, nil
+	if fd, ok := c.fds[dir]; ok {
+		return fd, name, nil
 	}
 	fd, err := openBeneath(root, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return -1, "", pathError("resolve", dir, err)
 	}
-	c.drop()
-	c.path, c.fd = dir, fd
+	if c.fds == nil {
+		c.fds = make(map[string]int)
+	}
+	c.fds[dir] = fd
 	return fd, name, nil
 }
 
