@@ -32,7 +32,9 @@ const sendStreamVersionFile = "/sys/fs/btrfs/features/send_stream_version"
 
 // SendStreamVersion returns the highest send stream version the running
 // kernel offers: the content of /sys/fs/btrfs/features/send_stream_version,
-// or 1 when the file is absent (kernels before 5.19).
+// or 1 when the file is absent (kernels before 5.19). Kernels offer 2 from
+// 5.19 on (6.1 and 6.12 included); 3 (fs-verity) only when built with
+// CONFIG_BTRFS_DEBUG. No privilege; safe for concurrent use.
 func SendStreamVersion() uint32 {
 	b, err := os.ReadFile(sendStreamVersionFile)
 	if err != nil {

@@ -34,4 +34,10 @@
 // line for line (same escaping, alignment and number formats; times in the
 // local time zone). Where btrfs-progs stops after the first of concatenated
 // streams, Dump goes on through all of them.
+//
+// # Privilege, kernel, concurrency
+//
+// Nothing here needs privilege or a particular kernel: the package only
+// encodes and decodes bytes. A [Reader] or a [Writer] is used by one
+// goroutine at a time; distinct ones, and [Dump], are independent.
 package sendstream
