@@ -266,8 +266,8 @@ const (
 	BTRFS_SEND_FLAG_NO_FILE_DATA       = 0x1
 	BTRFS_SEND_FLAG_OMIT_STREAM_HEADER = 0x2
 	BTRFS_SEND_FLAG_OMIT_END_CMD       = 0x4
-	BTRFS_SEND_FLAG_VERSION            = 0x8  // kernel 5.19
-	BTRFS_SEND_FLAG_COMPRESSED         = 0x10 // kernel 5.19, stream version 2
+	BTRFS_SEND_FLAG_VERSION            = 0x8  // kernel 6.0
+	BTRFS_SEND_FLAG_COMPRESSED         = 0x10 // kernel 6.0, stream version 2
 	BTRFS_SEND_FLAG_MASK               = 0x1f
 
 	BTRFS_ENCODED_IO_COMPRESSION_NONE    = 0

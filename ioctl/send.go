@@ -26,15 +26,16 @@ type SendOptions struct {
 	Compressed   bool     // pass compressed extents through as encoded writes (v2)
 }
 
-// sendStreamVersionFile is where the kernel (5.19 and later) says which
+// sendStreamVersionFile is where the kernel (6.0 and later) says which
 // stream version it can produce; older kernels have only version 1.
 const sendStreamVersionFile = "/sys/fs/btrfs/features/send_stream_version"
 
 // SendStreamVersion returns the highest send stream version the running
 // kernel offers: the content of /sys/fs/btrfs/features/send_stream_version,
-// or 1 when the file is absent (kernels before 5.19). Kernels offer 2 from
-// 5.19 on (6.1 and 6.12 included); 3 (fs-verity) only when built with
-// CONFIG_BTRFS_DEBUG. No privilege; safe for concurrent use.
+// or 1 when the file is absent (kernels before 6.0). Kernels offer 2 from
+// 6.0 on (6.1 and 6.12 included); 3 (fs-verity) only when built with
+// CONFIG_BTRFS_DEBUG (CONFIG_BTRFS_EXPERIMENTAL in newer kernels). No
+// privilege; safe for concurrent use.
 func SendStreamVersion() uint32 {
 	b, err := os.ReadFile(sendStreamVersionFile)
 	if err != nil {
@@ -80,11 +81,11 @@ func (e *sendError) Unwrap() []error {
 // SendStreamVersion); a version the kernel does not offer, or Compressed
 // with version 1, is an error matching fs.ErrInvalid. Compressed passes
 // compressed extents through as encoded writes (stream version 2, kernel
-// 5.19), which the receiver writes back without decompressing when it can.
+// 6.0), which the receiver writes back without decompressing when it can.
 //
 // Privilege: CAP_SYS_ADMIN (the kernel refuses BTRFS_IOC_SEND without it).
-// Kernel: 3.12 for version 1; 5.19 for version 2 and Compressed; 6.x for
-// version 3 (verity). Concurrency: safe; several sends of the same
+// Kernel: 3.12 for version 1; 6.0 for version 2 and Compressed; version
+// 3 (verity) only on debug/experimental builds. Concurrency: safe; several sends of the same
 // subvolume may run at once.
 func Send(ctx context.Context, w io.Writer, path string, opts SendOptions) error {
 	maxVersion := SendStreamVersion()
