@@ -85,8 +85,9 @@ func (e *sendError) Unwrap() []error {
 //
 // Privilege: CAP_SYS_ADMIN (the kernel refuses BTRFS_IOC_SEND without it).
 // Kernel: 3.12 for version 1; 6.0 for version 2 and Compressed; version
-// 3 (verity) only on debug/experimental builds. Concurrency: safe; several sends of the same
-// subvolume may run at once.
+// 3 (verity) only on debug/experimental builds. Concurrency: safe; several
+// sends of the same subvolume may run at once. A Write blocked in w delays
+// the return after a cancel until it returns.
 func Send(ctx context.Context, w io.Writer, path string, opts SendOptions) error {
 	maxVersion := SendStreamVersion()
 	version := opts.Version
