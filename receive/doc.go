@@ -17,4 +17,21 @@
 // decompressed here: zlib (standard library), zstd
 // (github.com/klauspost/compress, imported by this package only) and LZO
 // (a small LZO1X decompressor for btrfs' per-sector framing, lzo.go).
+//
+// # Leftovers
+//
+// A process killed mid-receive leaves its subvolume under the temporary
+// name ".btrstore-receive-" and 16 hex digits, writable and without a
+// received UUID: nothing looks it up, and whoever owns dir may delete it
+// (Apply does not, as another Apply may be filling it).
+//
+// # Speed
+//
+// BenchmarkReceive (1000 small files and three 16 MiB files, full and
+// incremental, interleaved with `btrfs receive -f` in one run on a shared
+// 2-core machine) measured Apply at 0.70 to 0.98 of the CLI's time in full
+// and 0.86 to 0.88 incrementally. Both spend their time in the kernel
+// (writes, inode creation, renames, attribute changes); Apply's own CPU is
+// a few percent (CRC32C about 2%), and it saves the fork/exec and resolves
+// each directory once (openat2) rather than every path from the top.
 package receive
