@@ -86,6 +86,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEscape$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzValidID$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzLockModel$$' -fuzztime $(FUZZTIME) ./cache
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./sendstream
+	$(GO) test -run '^$$' -fuzz '^FuzzAttributes$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./sendstream
+	$(GO) test -run '^$$' -fuzz '^FuzzDump$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./sendstream
+	$(GO) test -run '^$$' -fuzz '^FuzzBtrfsLZO$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./receive
 
 # bench compares btrstore, interleaved, with the bare ioctl sequence,
 # github.com/dennwc/btrfs and the btrfs command forked per operation (with

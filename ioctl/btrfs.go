@@ -325,3 +325,67 @@ type SubvolWait struct {
 	Mode     uint32
 	Count    uint32
 }
+
+// Send and receive (BTRFS_IOC_SEND, SET_RECEIVED_SUBVOL, ENCODED_WRITE), used
+// by Send and by package receive. Kept in one block so that the per-
+// architecture rework of the request numbers can move it as a whole.
+const (
+	BTRFS_IOC_SET_RECEIVED_SUBVOL = 0xc0c89425 // _IOWR(0x94, 37, struct btrfs_ioctl_received_subvol_args)
+	BTRFS_IOC_SEND                = 0x40489426 // _IOW(0x94, 38, struct btrfs_ioctl_send_args)
+	BTRFS_IOC_ENCODED_WRITE       = 0x40809440 // _IOW(0x94, 64, struct btrfs_ioctl_encoded_io_args), kernel 5.18
+
+	BTRFS_SEND_FLAG_NO_FILE_DATA       = 0x1
+	BTRFS_SEND_FLAG_OMIT_STREAM_HEADER = 0x2
+	BTRFS_SEND_FLAG_OMIT_END_CMD       = 0x4
+	BTRFS_SEND_FLAG_VERSION            = 0x8  // kernel 6.0
+	BTRFS_SEND_FLAG_COMPRESSED         = 0x10 // kernel 6.0, stream version 2
+	BTRFS_SEND_FLAG_MASK               = 0x1f
+
+	BTRFS_ENCODED_IO_COMPRESSION_NONE    = 0
+	BTRFS_ENCODED_IO_COMPRESSION_ZLIB    = 1
+	BTRFS_ENCODED_IO_COMPRESSION_ZSTD    = 2
+	BTRFS_ENCODED_IO_COMPRESSION_LZO_4K  = 3
+	BTRFS_ENCODED_IO_COMPRESSION_LZO_64K = 7
+	BTRFS_ENCODED_IO_ENCRYPTION_NONE     = 0
+
+	SizeofSendArgs           = 72
+	SizeofReceivedSubvolArgs = 200
+	SizeofEncodedIOArgs      = 128
+)
+
+// SendArgs is struct btrfs_ioctl_send_args. Clone_sources holds the
+// address of an array of Clone_sources_count subvolume ids.
+type SendArgs struct {
+	Send_fd             int64
+	Clone_sources_count uint64
+	Clone_sources       uint64 // __u64 __user *
+	Parent_root         uint64
+	Flags               uint64
+	Version             uint32
+	Reserved            [28]uint8
+}
+
+// ReceivedSubvolArgs is struct btrfs_ioctl_received_subvol_args.
+type ReceivedSubvolArgs struct {
+	Uuid     [BTRFS_UUID_SIZE]byte
+	Stransid uint64
+	Rtransid uint64
+	Stime    Timespec
+	Rtime    Timespec
+	Flags    uint64
+	Reserved [16]uint64
+}
+
+// EncodedIOArgs is struct btrfs_ioctl_encoded_io_args (64-bit layout).
+type EncodedIOArgs struct {
+	Iov              uint64 // const struct iovec __user *
+	Iovcnt           uint64
+	Offset           int64
+	Flags            uint64
+	Len              uint64
+	Unencoded_len    uint64
+	Unencoded_offset uint64
+	Compression      uint32
+	Encryption       uint32
+	Reserved         [64]uint8
+}

@@ -138,6 +138,9 @@ func TestHeaderStructs(t *testing.T) {
 		{DevInfoArgs{}, cheader.DevInfoArgs{}, SizeofDevInfoArgs},
 		{FsInfoArgs{}, cheader.FsInfoArgs{}, SizeofFsInfoArgs},
 		{SubvolWait{}, cheader.SubvolWait{}, SizeofSubvolWait},
+		{SendArgs{}, cheader.SendArgs{}, SizeofSendArgs},
+		{ReceivedSubvolArgs{}, cheader.ReceivedSubvolArgs{}, SizeofReceivedSubvolArgs},
+		{EncodedIOArgs{}, cheader.EncodedIOArgs{}, SizeofEncodedIOArgs},
 	} {
 		ours, kernel := reflect.TypeOf(c.ours), reflect.TypeOf(c.kernel)
 		t.Run(ours.Name(), func(t *testing.T) {

@@ -167,3 +167,28 @@ func SpaceInfos(fd int) ([]SpaceInfo, error) {
 		return infos, nil
 	}
 }
+
+// Send and receive.
+
+// SendIoctl issues BTRFS_IOC_SEND on the open subvolume fd (needs
+// CAP_SYS_ADMIN); it returns when the kernel has written the whole stream to
+// args.Send_fd. The caller keeps the clone source array alive.
+func SendIoctl(fd int, args *SendArgs) error {
+	return ioctlPtr(fd, BTRFS_IOC_SEND, unsafe.Pointer(args))
+}
+
+// SetReceivedSubvol issues BTRFS_IOC_SET_RECEIVED_SUBVOL on a writable
+// subvolume (needs CAP_SYS_ADMIN).
+func SetReceivedSubvol(fd int, args *ReceivedSubvolArgs) error {
+	return ioctlPtr(fd, BTRFS_IOC_SET_RECEIVED_SUBVOL, unsafe.Pointer(args))
+}
+
+// EncodedWrite issues BTRFS_IOC_ENCODED_WRITE on a file open for writing
+// (kernel 5.18, needs CAP_SYS_ADMIN). It returns the bytes written.
+func EncodedWrite(fd int, args *EncodedIOArgs) (int, error) {
+	n, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), BTRFS_IOC_ENCODED_WRITE, uintptr(unsafe.Pointer(args)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}

@@ -153,5 +153,10 @@ type (
 	SpaceInfo            C.struct_btrfs_ioctl_space_info
 	DevInfoArgs          C.struct_btrfs_ioctl_dev_info_args
 	FsInfoArgs           C.struct_btrfs_ioctl_fs_info_args
-	SubvolWait           C.struct_btrfs_ioctl_subvol_wait
+
+	// Send and receive.
+	SendArgs           C.struct_btrfs_ioctl_send_args
+	ReceivedSubvolArgs C.struct_btrfs_ioctl_received_subvol_args
+	EncodedIOArgs      C.struct_btrfs_ioctl_encoded_io_args
+	SubvolWait         C.struct_btrfs_ioctl_subvol_wait
 )
