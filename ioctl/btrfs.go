@@ -327,13 +327,8 @@ type SubvolWait struct {
 }
 
 // Send and receive (BTRFS_IOC_SEND, SET_RECEIVED_SUBVOL, ENCODED_WRITE), used
-// by Send and by package receive. Kept in one block so that the per-
-// architecture rework of the request numbers can move it as a whole.
+// by Send and by package receive; their request numbers are with the others.
 const (
-	BTRFS_IOC_SET_RECEIVED_SUBVOL = 0xc0c89425 // _IOWR(0x94, 37, struct btrfs_ioctl_received_subvol_args)
-	BTRFS_IOC_SEND                = 0x40489426 // _IOW(0x94, 38, struct btrfs_ioctl_send_args)
-	BTRFS_IOC_ENCODED_WRITE       = 0x40809440 // _IOW(0x94, 64, struct btrfs_ioctl_encoded_io_args), kernel 5.18
-
 	BTRFS_SEND_FLAG_NO_FILE_DATA       = 0x1
 	BTRFS_SEND_FLAG_OMIT_STREAM_HEADER = 0x2
 	BTRFS_SEND_FLAG_OMIT_END_CMD       = 0x4
@@ -348,9 +343,9 @@ const (
 	BTRFS_ENCODED_IO_COMPRESSION_LZO_64K = 7
 	BTRFS_ENCODED_IO_ENCRYPTION_NONE     = 0
 
-	SizeofSendArgs           = 72
-	SizeofReceivedSubvolArgs = 200
-	SizeofEncodedIOArgs      = 128
+	SizeofSendArgs           = sizeofSendArgs           // 72; 68 on 386
+	SizeofReceivedSubvolArgs = sizeofReceivedSubvolArgs // 200; 192 on 386
+	SizeofEncodedIOArgs      = sizeofEncodedIOArgs      // 128; 120 on 32-bit
 )
 
 // SendArgs is struct btrfs_ioctl_send_args. Clone_sources holds the
@@ -358,7 +353,8 @@ const (
 type SendArgs struct {
 	Send_fd             int64
 	Clone_sources_count uint64
-	Clone_sources       uint64 // __u64 __user *
+	Clone_sources       uintptr // __u64 __user *
+	_                   [sendArgsPtrPad]byte
 	Parent_root         uint64
 	Flags               uint64
 	Version             uint32
@@ -376,10 +372,10 @@ type ReceivedSubvolArgs struct {
 	Reserved [16]uint64
 }
 
-// EncodedIOArgs is struct btrfs_ioctl_encoded_io_args (64-bit layout).
+// EncodedIOArgs is struct btrfs_ioctl_encoded_io_args.
 type EncodedIOArgs struct {
-	Iov              uint64 // const struct iovec __user *
-	Iovcnt           uint64
+	Iov              uintptr // const struct iovec __user *
+	Iovcnt           uintptr // unsigned long
 	Offset           int64
 	Flags            uint64
 	Len              uint64

@@ -20,5 +20,6 @@ const (
 	// Of the send and receive structs, which hold a user pointer.
 	sizeofReceivedSubvolArgs = 192 // two Timespecs
 	sizeofSendArgs           = 68  // a 4-byte pointer, no padding
+	sendArgsPtrPad           = 0   // after SendArgs.Clone_sources
 	sizeofEncodedIOArgs      = 120 // 4-byte iov pointer and iovcnt
 )

@@ -22,5 +22,6 @@ const (
 	// Of the send and receive structs, which hold a user pointer.
 	sizeofReceivedSubvolArgs = 200             // two Timespecs
 	sizeofSendArgs           = 72              // 32-bit: a 4-byte pointer, then 4 bytes of padding
+	sendArgsPtrPad           = 8 - ptrSize     // that padding, after SendArgs.Clone_sources
 	sizeofEncodedIOArgs      = 112 + 2*ptrSize // iov pointer and unsigned long iovcnt
 )

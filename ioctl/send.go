@@ -134,7 +134,7 @@ func Send(ctx context.Context, w io.Writer, path string, opts SendOptions) error
 	}
 	if len(clones) > 0 {
 		args.Clone_sources_count = uint64(len(clones))
-		args.Clone_sources = uint64(uintptr(unsafe.Pointer(&clones[0])))
+		args.Clone_sources = uintptr(unsafe.Pointer(&clones[0]))
 	}
 
 	var p [2]int

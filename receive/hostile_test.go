@@ -254,7 +254,7 @@ func TestApplySyntheticV2(t *testing.T) {
 	}
 	var st unix.Stat_t
 	must(t, unix.Stat(got[0], &st))
-	if st.Mode&0o7777 != 0o711 || st.Uid != 12 || st.Gid != 34 || st.Mtim.Sec != ts.Sec || st.Mtim.Nsec != int64(ts.Nsec) {
+	if st.Mode&0o7777 != 0o711 || st.Uid != 12 || st.Gid != 34 || int64(st.Mtim.Sec) != ts.Sec || int64(st.Mtim.Nsec) != int64(ts.Nsec) {
 		t.Errorf("root: mode %o owner %d:%d mtime %v", st.Mode&0o7777, st.Uid, st.Gid, st.Mtim)
 	}
 	if x := xattrs(t, got[0]); x != "user.root=r" {

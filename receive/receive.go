@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"time"
 	"unsafe"
 
 	"github.com/btrstore/btrstore/ioctl"
@@ -455,10 +456,16 @@ func (rc *receiver) apply(c *sendstream.Command) error {
 		if err != nil {
 			return err
 		}
-		ts := []unix.Timespec{
-			{Sec: c.Atime.Sec, Nsec: int64(c.Atime.Nsec)},
-			{Sec: c.Mtime.Sec, Nsec: int64(c.Mtime.Nsec)},
+		// TimeToTimespec: ERANGE where the time does not fit (32-bit time_t).
+		atime, err := unix.TimeToTimespec(time.Unix(c.Atime.Sec, int64(c.Atime.Nsec)))
+		if err != nil {
+			return errAt("utimes", c.Path, err)
 		}
+		mtime, err := unix.TimeToTimespec(time.Unix(c.Mtime.Sec, int64(c.Mtime.Nsec)))
+		if err != nil {
+			return errAt("utimes", c.Path, err)
+		}
+		ts := []unix.Timespec{atime, mtime}
 		return errAt("utimes", c.Path, unix.UtimesNanoAt(d, name, ts, unix.AT_SYMLINK_NOFOLLOW))
 	case sendstream.CmdUpdateExtent:
 		// Streams made without file data (--no-data) carry these; like
@@ -533,7 +540,7 @@ func (rc *receiver) encodedWrite(fd int, c *sendstream.Command) error {
 		iov := unix.Iovec{Base: &c.Data[0]}
 		iov.SetLen(len(c.Data))
 		args := ioctl.EncodedIOArgs{
-			Iov:              uint64(uintptr(unsafe.Pointer(&iov))),
+			Iov:              uintptr(unsafe.Pointer(&iov)),
 			Iovcnt:           1,
 			Offset:           int64(c.FileOffset),
 			Len:              c.UnencodedFileLen,

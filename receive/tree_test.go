@@ -63,7 +63,7 @@ func snapshotTree(t testing.TB, root string) map[string]entry {
 		case unix.S_IFSOCK:
 			e.Type = "socket"
 		case unix.S_IFCHR, unix.S_IFBLK:
-			e.Type, e.Rdev = "dev", st.Rdev
+			e.Type, e.Rdev = "dev", uint64(st.Rdev)
 			if st.Mode&unix.S_IFMT == unix.S_IFBLK {
 				e.Type = "blockdev"
 			}
