@@ -156,3 +156,17 @@ func subvolumeID(fd int) (uint64, error) {
 	}
 	return args.Treeid, nil
 }
+
+// IsSubvolumeFd is IsSubvolume for an open file or directory: whether it
+// is the root directory of a subvolume. It returns ErrNotBtrfs (wrapped)
+// when fd is not on btrfs.
+func IsSubvolumeFd(fd int) (bool, error) {
+	switch err := checkSubvolume(fd); err {
+	case nil:
+		return true, nil
+	case ErrNotSubvolume:
+		return false, nil
+	default:
+		return false, pathErr("fstat", "", err)
+	}
+}
