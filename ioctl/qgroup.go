@@ -24,9 +24,10 @@ import (
 // works the same in both modes.
 type QgroupInherit struct {
 	// Qgroups are the qgroup ids (QgroupID(level, id)) the new subvolume's
-	// qgroup is added to. Each must exist and be of level 1 or above;
-	// kernel 6.7 and later reject a missing or level-0 qgroup with EINVAL
-	// (older kernels ignore a missing one).
+	// qgroup is added to. Each must exist and be of level 1 or above:
+	// kernel 6.7 and later refuse a missing qgroup with ENOENT
+	// (fs.ErrNotExist) and a level-0 one with EINVAL (fs.ErrInvalid), and
+	// create nothing; older kernels skip a missing one.
 	Qgroups []uint64
 }
 
