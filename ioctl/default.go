@@ -7,6 +7,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Offsets in the packed struct btrfs_dir_item (btrfs_tree.h): location
+// (a btrfs_disk_key, whose objectid comes first), transid, data_len,
+// name_len, type; the name and then the data follow.
+const (
+	dirItemDataLen = 25
+	dirItemNameLen = 27
+)
+
 // DefaultSubvolume returns the id of the default subvolume of the
 // filesystem holding fsPath (any path on it): the one a mount without
 // subvol= or subvolid= mounts, as `btrfs subvolume get-default` prints it.
@@ -48,7 +56,7 @@ func defaultSubvolumeFd(fd int, display string) (uint64, error) {
 				return false
 			}
 			le := binary.LittleEndian
-			dataLen, nameLen := int(le.Uint16(data[25:])), int(le.Uint16(data[27:]))
+			dataLen, nameLen := int(le.Uint16(data[dirItemDataLen:])), int(le.Uint16(data[dirItemNameLen:]))
 			if len(data)-SizeofDirItem < nameLen+dataLen {
 				bad = true
 				return false

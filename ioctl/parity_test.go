@@ -492,7 +492,7 @@ func TestQgroupInherit(t *testing.T) {
 // _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args), with cmd
 // BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA. Only the tests need it.
 func quotaEnableSimple(fd int) error {
-	const quotaCtl = iocWRTest | 16<<16 | BTRFS_IOCTL_MAGIC<<8 | 40
+	const quotaCtl = iocWR | 16<<iocSizeShift | iocBtrfs | 40
 	args := struct{ Cmd, Status uint64 }{Cmd: 4}
 	return ioctlPtr(fd, quotaCtl, unsafe.Pointer(&args))
 }
@@ -580,6 +580,3 @@ func TestFdForms(t *testing.T) {
 		t.Errorf("SyncFd(/proc) = %v, want ErrNotBtrfs", err)
 	}
 }
-
-// iocWRTest is the generic _IOC_READ|_IOC_WRITE direction bits.
-const iocWRTest = 3 << 30

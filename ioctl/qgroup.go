@@ -108,3 +108,16 @@ func createWith(parentFd int, name, path string, opts CreateOptions) error {
 func qgroupString(q uint64) string {
 	return fmt.Sprintf("%d/%d", q>>BTRFS_QGROUP_LEVEL_SHIFT, q&(1<<BTRFS_QGROUP_LEVEL_SHIFT-1))
 }
+
+// setQgroupInherit points args at the struct btrfs_qgroup_inherit in buf
+// (its head then its qgroup ids, as words) and sets
+// BTRFS_SUBVOL_QGROUP_INHERIT. The kernel's union overlays VolArgsV2.Unused
+// with { __u64 size; struct btrfs_qgroup_inherit *qgroup_inherit; }: the
+// size in the first word, the pointer at the start of the second (a C
+// pointer, 4 or 8 bytes, native order). buf must stay alive until the
+// ioctl returns (runtime.KeepAlive).
+func setQgroupInherit(args *VolArgsV2, buf []uint64) {
+	args.Flags |= BTRFS_SUBVOL_QGROUP_INHERIT
+	args.Unused[0] = uint64(len(buf) * 8)
+	*(*uintptr)(unsafe.Pointer(&args.Unused[1])) = uintptr(unsafe.Pointer(&buf[0]))
+}
