@@ -579,4 +579,29 @@ func TestFdForms(t *testing.T) {
 	if err := SyncFd(procFd); !errors.Is(err, ErrNotBtrfs) {
 		t.Errorf("SyncFd(/proc) = %v, want ErrNotBtrfs", err)
 	}
+	if _, err := FilesystemUsageFd(procFd); !errors.Is(err, ErrNotBtrfs) {
+		t.Errorf("FilesystemUsageFd(/proc) = %v, want ErrNotBtrfs", err)
+	}
+	if err := DeleteSubvolumeByIDFd(procFd, 256); !errors.Is(err, ErrNotBtrfs) {
+		t.Errorf("DeleteSubvolumeByIDFd(/proc) = %v, want ErrNotBtrfs", err)
+	}
+
+	top := mustOpenDir(t, fsys.Path)
+	want, err := FilesystemUsage(fsys.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := FilesystemUsageFd(top); err != nil || got.DeviceSize != want.DeviceSize || got.DeviceSize == 0 {
+		t.Errorf("FilesystemUsageFd = %+v, %v; FilesystemUsage %+v", got, err, want)
+	}
+	id := subvolID(t, filepath.Join(fsys.Path, "ro"))
+	if err := DeleteSubvolumeByIDFd(mustOpenDir(t, filepath.Join(fsys.Path, "a/dir")), id); err != nil {
+		t.Fatal(err)
+	}
+	if exists(t, filepath.Join(fsys.Path, "ro")) {
+		t.Error("DeleteSubvolumeByIDFd left the subvolume")
+	}
+	if err := DeleteSubvolumeByIDFd(top, id); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("DeleteSubvolumeByIDFd(deleted id) = %v, want fs.ErrNotExist", err)
+	}
 }
