@@ -130,8 +130,10 @@ func SubvolumeInfo(path string) (SubvolInfo, error) {
 	return info, nil
 }
 
-// SubvolumeInfoFd is SubvolumeInfo for an open subvolume, without Path. Its
-// error is the bare cause (ErrNotSubvolume, ErrNotBtrfs or an errno).
+// SubvolumeInfoFd is SubvolumeInfo for an open subvolume, without Path (no
+// tree search: the cheapest form). SubvolumeInfoByIDFd(fd, 0) is the fd
+// form that fills in Path. Its error is the bare cause (ErrNotSubvolume,
+// ErrNotBtrfs or an errno).
 func SubvolumeInfoFd(fd int) (SubvolInfo, error) {
 	if err := checkSubvolume(fd); err != nil {
 		return SubvolInfo{}, err
