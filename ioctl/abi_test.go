@@ -181,6 +181,8 @@ func TestStructLayout(t *testing.T) {
 			"Nodesize": all(32), "Csum_type": all(44), "Csum_size": all(46),
 			"Flags": all(48), "Generation": all(56), "Metadata_uuid": all(64), "Reserved": all(80)}},
 		{SubvolWait{}, SizeofSubvolWait, all(16), map[string]sizes{"Mode": all(8), "Count": all(12)}},
+		{QgroupLimit{}, SizeofQgroupLimit, all(40), map[string]sizes{"Rsv_excl": all(32)}},
+		{RawQgroupInherit{}, SizeofQgroupInherit, all(72), map[string]sizes{"Num_excl_copies": all(24), "Lim": all(32)}},
 	} {
 		typ := reflect.TypeOf(c.v)
 		if want := pick(c.size); typ.Size() != want || c.sizeof != want {

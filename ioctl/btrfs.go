@@ -126,6 +126,11 @@ const (
 	// (as GET_SUBVOL_INFO reports them); SUBVOL_GETFLAGS uses
 	// BTRFS_SUBVOL_RDONLY.
 	BTRFS_ROOT_SUBVOL_RDONLY = 1 << 0
+
+	BTRFS_ROOT_TREE_DIR_OBJECTID    = 6  // the root tree's directory, holding the "default" entry
+	BTRFS_EMPTY_SUBVOL_DIR_OBJECTID = 2  // inode of the placeholder a snapshot holds for a nested subvolume
+	BTRFS_DIR_ITEM_KEY              = 84 // struct btrfs_dir_item, keyed by name hash
+	BTRFS_QGROUP_LEVEL_SHIFT        = 48 // qgroupid = level<<48 | id
 )
 
 // Offsets in the packed on-disk struct btrfs_root_item (btrfs_tree.h).
@@ -166,6 +171,9 @@ const (
 	SizeofFsInfoArgs           = 1024
 	SizeofSubvolWait           = 16
 	SizeofRootRef              = 18 // struct btrfs_root_ref, packed
+	SizeofQgroupLimit          = 40
+	SizeofQgroupInherit        = 72 // without the flexible qgroups array
+	SizeofDirItem              = 30 // struct btrfs_dir_item, packed, without the name
 )
 
 // VolArgs is struct btrfs_ioctl_vol_args (SNAP_DESTROY).
@@ -384,4 +392,25 @@ type EncodedIOArgs struct {
 	Compression      uint32
 	Encryption       uint32
 	Reserved         [64]uint8
+}
+
+// QgroupLimit is struct btrfs_qgroup_limit.
+type QgroupLimit struct {
+	Flags    uint64
+	Max_rfer uint64
+	Max_excl uint64
+	Rsv_rfer uint64
+	Rsv_excl uint64
+}
+
+// RawQgroupInherit is the fixed head of struct btrfs_qgroup_inherit, which
+// VolArgsV2 points to with BTRFS_SUBVOL_QGROUP_INHERIT; Num_qgroups uint64
+// qgroup ids follow it (then, on kernels before 6.7, Num_ref_copies and
+// Num_excl_copies pairs, which 6.7 rejects). QgroupInherit is the Go form.
+type RawQgroupInherit struct {
+	Flags           uint64
+	Num_qgroups     uint64
+	Num_ref_copies  uint64
+	Num_excl_copies uint64
+	Lim             QgroupLimit
 }

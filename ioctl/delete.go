@@ -479,12 +479,20 @@ func (d *deleter) err(op string, i int, err error) error {
 // BTRFS_SUBVOL_SPEC_BY_ID); older kernels give ErrNotSupported (ENOTTY).
 // Concurrency: safe.
 func DeleteSubvolumeByID(fsPath string, id uint64) error {
-	const op = "BTRFS_IOC_SNAP_DESTROY_V2"
 	fd, err := openOnFS(fsPath)
 	if err != nil {
 		return pathErr("open", fsPath, err)
 	}
 	defer unix.Close(fd)
+	return deleteByIDFd(fd, id, fsPath)
+}
+
+// DeleteSubvolumeByIDFd is DeleteSubvolumeByID for an open file or
+// directory on the filesystem.
+func DeleteSubvolumeByIDFd(fd int, id uint64) error { return deleteByIDFd(fd, id, "") }
+
+func deleteByIDFd(fd int, id uint64, fsPath string) error {
+	const op = "BTRFS_IOC_SNAP_DESTROY_V2"
 	if err := CheckBtrfs(fd); err != nil {
 		return pathErr(op, fsPath, err)
 	}

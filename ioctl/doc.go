@@ -9,7 +9,10 @@
 // The upper one works on paths and, with an At suffix, relative to an open
 // directory, as libbtrfsutil does: CreateSubvolume, Snapshot,
 // DeleteSubvolume, DeleteSubvolumeByID, IsSubvolume, SubvolumeInfo,
-// ReadOnly, SetReadOnly, Subvolumes, Sync and WaitDeleted.
+// ReadOnly, SetReadOnly, Subvolumes, Sync and WaitDeleted, and the rest of
+// libbtrfsutil's API (default subvolume, deleted subvolumes, lookups by id,
+// recursive snapshots, qgroup inheritance, start/wait sync: the README has
+// the full mapping).
 //
 // Upper-layer errors are *fs.PathError with the ioctl's name as Op and the
 // errno inside, so errors.Is(err, fs.ErrExist), fs.ErrPermission and

@@ -63,3 +63,17 @@ func setReadOnlyFd(fd int, readOnly bool, path string) error {
 	}
 	return nil
 }
+
+// ReadOnlyFd is ReadOnly for the subvolume open as fd (its root
+// directory; anything else gives ErrNotSubvolume).
+func ReadOnlyFd(fd int) (bool, error) {
+	const op = "BTRFS_IOC_SUBVOL_GETFLAGS"
+	if err := checkSubvolume(fd); err != nil {
+		return false, pathErr(op, "", err)
+	}
+	flags, err := SubvolGetflags(fd)
+	if err != nil {
+		return false, pathErr(op, "", err)
+	}
+	return flags&BTRFS_SUBVOL_RDONLY != 0, nil
+}

@@ -44,6 +44,11 @@ func TestHeaderConstants(t *testing.T) {
 		"BTRFS_ROOT_ITEM_KEY":               BTRFS_ROOT_ITEM_KEY,
 		"BTRFS_ROOT_BACKREF_KEY":            BTRFS_ROOT_BACKREF_KEY,
 		"BTRFS_ROOT_REF_KEY":                BTRFS_ROOT_REF_KEY,
+		"BTRFS_ROOT_TREE_DIR_OBJECTID":      BTRFS_ROOT_TREE_DIR_OBJECTID,
+		"BTRFS_EMPTY_SUBVOL_DIR_OBJECTID":   BTRFS_EMPTY_SUBVOL_DIR_OBJECTID,
+		"BTRFS_DIR_ITEM_KEY":                BTRFS_DIR_ITEM_KEY,
+		"BTRFS_QGROUP_LEVEL_SHIFT":          BTRFS_QGROUP_LEVEL_SHIFT,
+		"SizeofDirItem":                     SizeofDirItem,
 		"BTRFS_VOL_NAME_MAX":                BTRFS_VOL_NAME_MAX,
 		"BTRFS_PATH_NAME_MAX":               BTRFS_PATH_NAME_MAX,
 		"BTRFS_SUBVOL_NAME_MAX":             BTRFS_SUBVOL_NAME_MAX,
@@ -88,6 +93,8 @@ func TestHeaderConstants(t *testing.T) {
 		"rootItemReceivedUUID":              rootItemReceivedUUID,
 		"rootItemCtransid":                  rootItemCtransid,
 		"rootItemCtime":                     rootItemCtime,
+		"dirItemDataLen":                    dirItemDataLen,
+		"dirItemNameLen":                    dirItemNameLen,
 		"SizeofTimespecPacked":              12,
 
 		// Send and receive.
@@ -141,6 +148,8 @@ func TestHeaderStructs(t *testing.T) {
 		{SendArgs{}, cheader.SendArgs{}, SizeofSendArgs},
 		{ReceivedSubvolArgs{}, cheader.ReceivedSubvolArgs{}, SizeofReceivedSubvolArgs},
 		{EncodedIOArgs{}, cheader.EncodedIOArgs{}, SizeofEncodedIOArgs},
+		{QgroupLimit{}, cheader.QgroupLimit{}, SizeofQgroupLimit},
+		{RawQgroupInherit{}, cheader.QgroupInherit{}, SizeofQgroupInherit},
 	} {
 		ours, kernel := reflect.TypeOf(c.ours), reflect.TypeOf(c.kernel)
 		t.Run(ours.Name(), func(t *testing.T) {

@@ -130,8 +130,10 @@ func SubvolumeInfo(path string) (SubvolInfo, error) {
 	return info, nil
 }
 
-// SubvolumeInfoFd is SubvolumeInfo for an open subvolume, without Path. Its
-// error is the bare cause (ErrNotSubvolume, ErrNotBtrfs or an errno).
+// SubvolumeInfoFd is SubvolumeInfo for an open subvolume, without Path (no
+// tree search: the cheapest form). SubvolumeInfoByIDFd(fd, 0) is the fd
+// form that fills in Path. Its error is the bare cause (ErrNotSubvolume,
+// ErrNotBtrfs or an errno).
 func SubvolumeInfoFd(fd int) (SubvolInfo, error) {
 	if err := checkSubvolume(fd); err != nil {
 		return SubvolInfo{}, err
@@ -151,4 +153,18 @@ func subvolumeID(fd int) (uint64, error) {
 		return 0, err
 	}
 	return args.Treeid, nil
+}
+
+// IsSubvolumeFd is IsSubvolume for an open file or directory: whether it
+// is the root directory of a subvolume. It returns ErrNotBtrfs (wrapped)
+// when fd is not on btrfs.
+func IsSubvolumeFd(fd int) (bool, error) {
+	switch err := checkSubvolume(fd); err {
+	case nil:
+		return true, nil
+	case ErrNotSubvolume:
+		return false, nil
+	default:
+		return false, pathErr("fstat", "", err)
+	}
 }

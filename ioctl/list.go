@@ -39,7 +39,54 @@ func Subvolumes(path string) iter.Seq2[SubvolInfo, error] {
 	return subvolumes(path, listAuto)
 }
 
+// ListOptions modify SubvolumesWith. The zero value lists as Subvolumes
+// does.
+type ListOptions struct {
+	// Top, if not 0, lists the subvolumes below the subvolume with this id
+	// instead of below the subvolume at the path, with Path relative to
+	// it, as libbtrfsutil's iterator with a top id; the path may then be
+	// any directory on the filesystem. BTRFS_FS_TREE_OBJECTID (5) lists
+	// the whole filesystem, as `btrfs subvolume list` does. Another id
+	// than that of the subvolume at the path needs CAP_SYS_ADMIN (an error
+	// matching fs.ErrPermission without it); an id that names no
+	// subvolume gives an error matching fs.ErrNotExist.
+	Top uint64
+
+	// PostOrder yields every subvolume after the subvolumes below it
+	// (children before parents, libbtrfsutil's
+	// BTRFS_UTIL_SUBVOLUME_ITERATOR_POST_ORDER): the order in which they
+	// can be deleted one by one.
+	PostOrder bool
+}
+
+// SubvolumesWith is Subvolumes with options: a top subvolume given by id,
+// post-order.
+//
+// Privilege, kernel and concurrency: as Subvolumes, and see
+// ListOptions.Top.
+func SubvolumesWith(path string, opts ListOptions) iter.Seq2[SubvolInfo, error] {
+	return subvolumesWith(path, listAuto, opts)
+}
+
+// SubvolumesAtWith is SubvolumesWith for the entry name in the directory
+// open as dirFd (name "." for dirFd itself).
+func SubvolumesAtWith(dirFd int, name string, opts ListOptions) iter.Seq2[SubvolInfo, error] {
+	return func(yield func(SubvolInfo, error) bool) {
+		fd, err := openDir(dirFd, name)
+		if err != nil {
+			yield(SubvolInfo{}, pathErr("open", name, err))
+			return
+		}
+		defer unix.Close(fd)
+		walk(fd, name, listAuto, opts, yield)
+	}
+}
+
 func subvolumes(top string, method listMethod) iter.Seq2[SubvolInfo, error] {
+	return subvolumesWith(top, method, ListOptions{})
+}
+
+func subvolumesWith(top string, method listMethod, opts ListOptions) iter.Seq2[SubvolInfo, error] {
 	return func(yield func(SubvolInfo, error) bool) {
 		fd, err := openDir(unix.AT_FDCWD, top)
 		if err != nil {
@@ -47,21 +94,42 @@ func subvolumes(top string, method listMethod) iter.Seq2[SubvolInfo, error] {
 			return
 		}
 		defer unix.Close(fd)
-		walk(fd, top, method, yield)
+		walk(fd, top, method, opts, yield)
 	}
 }
 
-// walk runs the listing from the subvolume open as fd, naming it top in
-// errors.
-func walk(fd int, top string, method listMethod, yield func(SubvolInfo, error) bool) {
-	if err := checkSubvolume(fd); err != nil {
+// walk runs the listing from the subvolume open as fd (or from the
+// subvolume opts.Top, fd being any directory on its filesystem), naming
+// fd top in errors.
+func walk(fd int, top string, method listMethod, opts ListOptions, yield func(SubvolInfo, error) bool) {
+	check := checkSubvolume
+	if opts.Top != 0 {
+		check = CheckBtrfs
+	}
+	if err := check(fd); err != nil {
 		yield(SubvolInfo{}, pathErr("list", top, err))
 		return
 	}
-	id, err := subvolumeID(fd)
+	own, err := subvolumeID(fd)
 	if err != nil {
 		yield(SubvolInfo{}, pathErr("BTRFS_IOC_INO_LOOKUP", top, err))
 		return
+	}
+	id := own
+	if opts.Top != 0 && opts.Top != own {
+		id = opts.Top
+		method = listTreeSearch // the unprivileged ioctls see fd's subvolume only
+		found := false
+		if validSubvolumeID(id) {
+			found, err = rootItem(fd, id, nil)
+		}
+		if err == nil && !found {
+			err = unix.ENOENT
+		}
+		if err != nil {
+			yield(SubvolInfo{}, pathErr("BTRFS_IOC_TREE_SEARCH", top, err))
+			return
+		}
 	}
 	if method == listAuto {
 		method = listTreeSearch
@@ -73,7 +141,7 @@ func walk(fd int, top string, method listMethod, yield func(SubvolInfo, error) b
 			method = listUser
 		}
 	}
-	w := walker{top: top, yield: yield}
+	w := walker{top: top, yield: yield, postOrder: opts.PostOrder}
 	if method == listTreeSearch {
 		w.treeSearch(fd, id, "")
 	} else {
@@ -82,10 +150,11 @@ func walk(fd int, top string, method listMethod, yield func(SubvolInfo, error) b
 }
 
 type walker struct {
-	fsid    *[BTRFS_FSID_SIZE]byte // of the listed filesystem (unprivileged walk)
-	top     string
-	yield   func(SubvolInfo, error) bool
-	stopped bool
+	fsid      *[BTRFS_FSID_SIZE]byte // of the listed filesystem (unprivileged walk)
+	top       string
+	yield     func(SubvolInfo, error) bool
+	postOrder bool // yield children before their parent
+	stopped   bool
 }
 
 func (w *walker) emit(info SubvolInfo, err error) bool {
@@ -144,6 +213,13 @@ func (w *walker) treeSearch(fd int, id uint64, rel string) {
 			if err == nil && !found {
 				continue // deleted since the ROOT_REF was read
 			}
+		}
+		if w.postOrder && err == nil {
+			w.treeSearch(fd, c.id, info.Path)
+			if w.stopped || !w.emit(info, nil) {
+				return
+			}
+			continue
 		}
 		if !w.emit(info, err) {
 			return
@@ -227,6 +303,14 @@ func (w *walker) user(fd int, rel string) {
 			continue
 		}
 		info.Path = path.Join(rel, childRel)
+		if w.postOrder && err == nil {
+			w.user(cfd, info.Path)
+			unix.Close(cfd)
+			if w.stopped || !w.emit(info, nil) {
+				return
+			}
+			continue
+		}
 		if !w.emit(info, err) {
 			if cfd >= 0 {
 				unix.Close(cfd)
@@ -286,6 +370,6 @@ func SubvolumesAt(dirFd int, name string) iter.Seq2[SubvolInfo, error] {
 			return
 		}
 		defer unix.Close(fd)
-		walk(fd, name, listAuto, yield)
+		walk(fd, name, listAuto, ListOptions{}, yield)
 	}
 }

@@ -23,6 +23,14 @@ func FilesystemUsage(path string) (Usage, error) {
 		return Usage{}, pathErr("open", path, err)
 	}
 	defer unix.Close(fd)
+	return filesystemUsageFd(fd, path)
+}
+
+// FilesystemUsageFd is FilesystemUsage for an open file or directory on
+// the filesystem.
+func FilesystemUsageFd(fd int) (Usage, error) { return filesystemUsageFd(fd, "") }
+
+func filesystemUsageFd(fd int, path string) (Usage, error) {
 	if err := CheckBtrfs(fd); err != nil {
 		return Usage{}, pathErr("BTRFS_IOC_FS_INFO", path, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,17 +20,86 @@ import (
 // Privilege: none. Kernel: any. Concurrency: safe; concurrent calls share
 // commits.
 func Sync(path string) error {
-	const op = "BTRFS_IOC_SYNC"
 	fd, err := openOnFS(path)
 	if err != nil {
 		return pathErr("open", path, err)
 	}
 	defer unix.Close(fd)
+	return syncFd(fd, path)
+}
+
+// SyncFd is Sync for an open file or directory on the filesystem.
+func SyncFd(fd int) error { return syncFd(fd, "") }
+
+func syncFd(fd int, display string) error {
+	const op = "BTRFS_IOC_SYNC"
 	if err := CheckBtrfs(fd); err != nil {
-		return pathErr(op, path, err)
+		return pathErr(op, display, err)
 	}
 	if err := SyncFS(fd); err != nil {
-		return pathErr(op, path, err)
+		return pathErr(op, display, err)
+	}
+	return nil
+}
+
+// SyncStart starts committing the current transaction of the filesystem
+// holding path (any path on it) and returns its transaction id without
+// waiting (BTRFS_IOC_START_SYNC, libbtrfsutil's btrfs_util_start_sync);
+// SyncWait waits for it. Unlike Sync it does not flush delayed allocation
+// first.
+//
+// Privilege: none. Kernel: any. Concurrency: safe; concurrent calls may
+// share one commit and get the same id.
+func SyncStart(path string) (transid uint64, err error) {
+	fd, err := openOnFS(path)
+	if err != nil {
+		return 0, pathErr("open", path, err)
+	}
+	defer unix.Close(fd)
+	return syncStartFd(fd, path)
+}
+
+// SyncStartFd is SyncStart for an open file or directory.
+func SyncStartFd(fd int) (transid uint64, err error) { return syncStartFd(fd, "") }
+
+func syncStartFd(fd int, display string) (uint64, error) {
+	const op = "BTRFS_IOC_START_SYNC"
+	if err := CheckBtrfs(fd); err != nil {
+		return 0, pathErr(op, display, err)
+	}
+	transid, err := StartSync(fd)
+	if err != nil {
+		return 0, pathErr(op, display, err)
+	}
+	return transid, nil
+}
+
+// SyncWait waits until transaction transid of the filesystem holding path
+// (any path on it) is committed (BTRFS_IOC_WAIT_SYNC, libbtrfsutil's
+// btrfs_util_wait_sync); transid 0 waits for the current transaction. A
+// transid that was committed long ago returns at once; one beyond the
+// running transaction gives EINVAL (fs.ErrInvalid).
+//
+// Privilege: none. Kernel: any. Concurrency: safe.
+func SyncWait(path string, transid uint64) error {
+	fd, err := openOnFS(path)
+	if err != nil {
+		return pathErr("open", path, err)
+	}
+	defer unix.Close(fd)
+	return syncWaitFd(fd, transid, path)
+}
+
+// SyncWaitFd is SyncWait for an open file or directory.
+func SyncWaitFd(fd int, transid uint64) error { return syncWaitFd(fd, transid, "") }
+
+func syncWaitFd(fd int, transid uint64, display string) error {
+	const op = "BTRFS_IOC_WAIT_SYNC"
+	if err := CheckBtrfs(fd); err != nil {
+		return pathErr(op, display, err)
+	}
+	if err := beneath.Retry(func() error { return WaitSync(fd, transid) }); err != nil {
+		return pathErr(op, display, err)
 	}
 	return nil
 }
@@ -67,13 +137,23 @@ func WaitDeleted(ctx context.Context, path string, ids ...uint64) error {
 		return pathErr("open", path, err)
 	}
 	defer unix.Close(fd)
+	return waitDeletedFd(ctx, fd, ids, path)
+}
+
+// WaitDeletedFd is WaitDeleted for an open file or directory on the
+// filesystem.
+func WaitDeletedFd(ctx context.Context, fd int, ids ...uint64) error {
+	return waitDeletedFd(ctx, fd, ids, "")
+}
+
+func waitDeletedFd(ctx context.Context, fd int, ids []uint64, path string) error {
 	if err := CheckBtrfs(fd); err != nil {
 		return pathErr("BTRFS_IOC_SYNC", path, err)
 	}
 	if err := SyncFS(fd); err != nil {
 		return pathErr("BTRFS_IOC_SYNC", path, err)
 	}
-	err = waitTreeSearch(ctx, fd, ids)
+	err := waitTreeSearch(ctx, fd, ids)
 	if errors.Is(err, unix.EPERM) {
 		err = waitSubvolSync(ctx, fd, ids)
 		if errors.Is(err, ErrNotSupported) {

@@ -43,6 +43,8 @@ enum { root_item_off_parent_uuid = offsetof(struct btrfs_root_item, parent_uuid)
 enum { root_item_off_received_uuid = offsetof(struct btrfs_root_item, received_uuid) };
 enum { root_item_off_ctransid = offsetof(struct btrfs_root_item, ctransid) };
 enum { root_item_off_ctime = offsetof(struct btrfs_root_item, ctime) };
+enum { dir_item_off_data_len = offsetof(struct btrfs_dir_item, data_len) };
+enum { dir_item_off_name_len = offsetof(struct btrfs_dir_item, name_len) };
 */
 import "C"
 
@@ -83,6 +85,11 @@ var Values = map[string]uint64{
 	"BTRFS_ROOT_ITEM_KEY":               C.BTRFS_ROOT_ITEM_KEY,
 	"BTRFS_ROOT_BACKREF_KEY":            C.BTRFS_ROOT_BACKREF_KEY,
 	"BTRFS_ROOT_REF_KEY":                C.BTRFS_ROOT_REF_KEY,
+	"BTRFS_ROOT_TREE_DIR_OBJECTID":      C.BTRFS_ROOT_TREE_DIR_OBJECTID,
+	"BTRFS_EMPTY_SUBVOL_DIR_OBJECTID":   C.BTRFS_EMPTY_SUBVOL_DIR_OBJECTID,
+	"BTRFS_DIR_ITEM_KEY":                C.BTRFS_DIR_ITEM_KEY,
+	"BTRFS_QGROUP_LEVEL_SHIFT":          C.BTRFS_QGROUP_LEVEL_SHIFT,
+	"SizeofDirItem":                     C.sizeof_struct_btrfs_dir_item,
 	"BTRFS_VOL_NAME_MAX":                C.BTRFS_VOL_NAME_MAX,
 	"BTRFS_PATH_NAME_MAX":               C.BTRFS_PATH_NAME_MAX,
 	"BTRFS_SUBVOL_NAME_MAX":             C.BTRFS_SUBVOL_NAME_MAX,
@@ -133,6 +140,8 @@ var Values = map[string]uint64{
 	"rootItemReceivedUUID": uint64(C.root_item_off_received_uuid),
 	"rootItemCtransid":     uint64(C.root_item_off_ctransid),
 	"rootItemCtime":        uint64(C.root_item_off_ctime),
+	"dirItemDataLen":       uint64(C.dir_item_off_data_len),
+	"dirItemNameLen":       uint64(C.dir_item_off_name_len),
 	"SizeofTimespecPacked": C.sizeof_struct_btrfs_timespec,
 }
 
@@ -159,4 +168,6 @@ type (
 	ReceivedSubvolArgs C.struct_btrfs_ioctl_received_subvol_args
 	EncodedIOArgs      C.struct_btrfs_ioctl_encoded_io_args
 	SubvolWait         C.struct_btrfs_ioctl_subvol_wait
+	QgroupLimit        C.struct_btrfs_qgroup_limit
+	QgroupInherit      C.struct_btrfs_qgroup_inherit
 )
