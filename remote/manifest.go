@@ -261,11 +261,11 @@ func Verify(data []byte, trusted []ed25519.PublicKey) (Manifest, error) {
 	if again, err := marshal(env); err != nil || !bytes.Equal(again, data) {
 		return untrusted("not in canonical form")
 	}
-	key, err := base64.StdEncoding.DecodeString(env.Key)
+	key, err := base64.StdEncoding.Strict().DecodeString(env.Key)
 	if err != nil || len(key) != ed25519.PublicKeySize {
 		return untrusted("malformed key")
 	}
-	sig, err := base64.StdEncoding.DecodeString(env.Signature)
+	sig, err := base64.StdEncoding.Strict().DecodeString(env.Signature)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return untrusted("malformed signature")
 	}
