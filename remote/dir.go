@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -130,6 +131,16 @@ func writeTemp(ctx context.Context, dir string, r io.Reader) (_ string, n int64,
 	return tmp, n, nil
 }
 
+// twoLinks reports whether the file at p has exactly two hard links.
+func twoLinks(p string) bool {
+	st, err := os.Stat(p)
+	if err != nil {
+		return false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return ok && sys.Nlink == 2
+}
+
 func syncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
@@ -230,9 +241,13 @@ func (d *Dir) CreateManifest(ctx context.Context, name string, data []byte) erro
 	}
 	defer os.Remove(tmp)
 	// link(2), not rename(2): it fails if final exists. The *LinkError
-	// unwraps to EEXIST, which matches fs.ErrExist.
+	// unwraps to EEXIST, which matches fs.ErrExist. Over NFS a link whose
+	// reply was lost is sent again and fails with EEXIST although it was
+	// made: then tmp has two links (open(2), O_EXCL, the NFS recipe).
 	if err := os.Link(tmp, final); err != nil {
-		return fmt.Errorf("remote: dir %s: create manifest %s: %w", d.path, name, err)
+		if !errors.Is(err, fs.ErrExist) || !twoLinks(tmp) {
+			return fmt.Errorf("remote: dir %s: create manifest %s: %w", d.path, name, err)
+		}
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("remote: dir %s: create manifest %s: %w", d.path, name, err)
