@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -86,7 +87,7 @@ func Run(t *testing.T, newRemote func(t *testing.T) remote.Remote) {
 
 	t.Run("InvalidNames", func(t *testing.T) {
 		r := newRemote(t)
-		for _, name := range []string{"", ".", "..", ".hidden", "a/b", "../x", "a b", "a\x00b", "é", string(make([]byte, remote.MaxName+1))} {
+		for _, name := range []string{"", ".", "..", ".hidden", "a/b", "../x", "a b", "a\x00b", "é", strings.Repeat("a", remote.MaxName+1)} {
 			errs := map[string]error{}
 			_, errs["PutBlob"] = r.PutBlob(ctx, name, bytes.NewReader([]byte("x")))
 			_, errs["GetBlob"] = r.GetBlob(ctx, name)
@@ -102,6 +103,16 @@ func Run(t *testing.T, newRemote func(t *testing.T) remote.Remote) {
 			}
 		}
 		expectNames(t, r, nil, nil)
+		// The longest valid name, and every valid byte, work.
+		for _, name := range []string{strings.Repeat("a", remote.MaxName), "AZaz09._~%-", remote.EscapeName("any id/\x00\xff")} {
+			mustPut(t, r, name, []byte(name))
+			if got := readBlob(t, r, name); string(got) != name {
+				t.Errorf("blob %q = %q", name, got)
+			}
+			if err := r.CreateManifest(ctx, name, []byte(name)); err != nil {
+				t.Errorf("CreateManifest(%q): %v", name, err)
+			}
+		}
 	})
 
 	t.Run("ManifestCreateOnly", func(t *testing.T) {
