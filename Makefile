@@ -5,12 +5,12 @@ SHELL   := /bin/bash
 APT_PKGS := btrfs-progs gcc linux-libc-dev
 ROOT    := $(shell id -u)
 
-.PHONY: deps test lint vmtest demo demo-vm example-snapshot fuzz bench soak
+.PHONY: deps deps-s3 test lint vmtest demo demo-vm example-snapshot fuzz bench soak
 
 # deps installs the packages the tests use (mkfs.btrfs and btrfs for the
 # fixture and cross-checks, a C compiler and linux/btrfs.h for the header
-# oracle), or prints the command when not root.
-deps:
+# oracle), or prints the command when not root; and deps-s3.
+deps: deps-s3
 	@missing=""; \
 	command -v mkfs.btrfs >/dev/null || missing="$$missing btrfs-progs"; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
@@ -21,6 +21,17 @@ deps:
 		else \
 			echo "missing:$$missing; run: sudo apt-get install -y$$missing"; \
 		fi; \
+	fi
+
+# deps-s3 installs versitygw, the S3 server the remote/s3 tests start
+# (internal/s3test), into $(go env GOPATH)/bin unless that version is there:
+# go install builds it from the Go module proxy (1.5 to 7 minutes here).
+VERSITYGW_VERSION := v1.8.0
+deps-s3:
+	@bin=$$($(GO) env GOPATH | cut -d: -f1)/bin/versitygw; \
+	if ! $(GO) version -m "$$bin" 2>/dev/null | grep -q "mod[[:space:]]*github.com/versity/versitygw[[:space:]]*$(VERSITYGW_VERSION)[[:space:]]"; then \
+		echo "installing versitygw $(VERSITYGW_VERSION) (go install, a few minutes)"; \
+		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
 	fi
 
 # test runs every package's tests, with the race detector. Privileged tests
