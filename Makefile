@@ -79,7 +79,7 @@ demo-vm:
 # (testdata/fuzz/<FuzzName>); go test takes one -fuzz target per run.
 FUZZTIME ?= 10s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseMountInfo$$' -fuzztime $(FUZZTIME) ./kernel
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/mountinfo
 	$(GO) test -run '^$$' -fuzz '^FuzzSearchItems$$' -fuzztime $(FUZZTIME) ./ioctl
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRootRef$$' -fuzztime $(FUZZTIME) ./ioctl
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRootItem$$' -fuzztime $(FUZZTIME) ./ioctl
