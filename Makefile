@@ -90,7 +90,7 @@ demo-vm:
 # (testdata/fuzz/<FuzzName>); go test takes one -fuzz target per run.
 FUZZTIME ?= 10s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseMountInfo$$' -fuzztime $(FUZZTIME) ./kernel
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/mountinfo
 	$(GO) test -run '^$$' -fuzz '^FuzzSearchItems$$' -fuzztime $(FUZZTIME) ./ioctl
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRootRef$$' -fuzztime $(FUZZTIME) ./ioctl
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRootItem$$' -fuzztime $(FUZZTIME) ./ioctl
@@ -106,10 +106,11 @@ fuzz:
 # github.com/dennwc/btrfs and the btrfs command forked per operation (with
 # and without sudo -n, as obuilder runs it: sudo is installed if missing),
 # checks the performance targets, and writes docs/PERFORMANCE.md and
-# docs/performance.png. Root (it mounts loop devices), 5 to 8 minutes.
+# docs/performance.svg. Root (it mounts loop devices), 5 to 8 minutes.
 # BENCHFLAGS=-quick: a smoke test of the tooling in under 2 minutes, written
 # to a temporary directory; -rounds N for steadier medians; -strict to fail
-# on a missed target.
+# on a missed target. To redraw only the chart from the committed numbers
+# (no root, runs nothing): go run ./internal/cmd/benchreport -chart-from docs/PERFORMANCE.md
 BENCHFLAGS ?=
 bench: deps
 	@if [ "$(ROOT)" != 0 ]; then echo "needs root (the benchmarks mount loop devices)"; exit 1; fi

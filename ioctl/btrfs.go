@@ -139,6 +139,7 @@ const (
 // parseRootRef); the SearchHeader before each is in native byte order.
 const (
 	rootItemFlags        = 208
+	rootItemRefs         = 216 // u32; 0 once the subvolume is deleted (WaitDeleted polls it)
 	rootItemUUID         = 247
 	rootItemParentUUID   = 263
 	rootItemReceivedUUID = 279
@@ -148,8 +149,6 @@ const (
 	rootItemGenerationV2 = 239
 	sizeofRootItem       = 439
 )
-
-// (rootItemRefs, the offset of the u32 refs field, is in sync.go.)
 
 // Struct sizes, the same on every architecture; pinned against unsafe.Sizeof
 // by TestStructLayout and against the kernel header by TestHeaderStructs.

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"sync"
 
+	"github.com/btrstore/btrstore/internal/beneath"
+	"github.com/btrstore/btrstore/internal/kversion"
 	"golang.org/x/sys/unix"
 )
 
@@ -235,16 +236,11 @@ func (m *ChangeMark) read(fd int, args *GetSubvolInfoArgs) error {
 // getSubvolInfo is GetSubvolInfo with ENOTTY (kernel before 4.18) as
 // ErrNotSupported and EINTR retried.
 func getSubvolInfo(fd int, args *GetSubvolInfoArgs) error {
-	for {
-		switch err := GetSubvolInfo(fd, args); err {
-		case unix.EINTR:
-			continue
-		case unix.ENOTTY:
-			return fmt.Errorf("BTRFS_IOC_GET_SUBVOL_INFO needs kernel 4.18: %w", ErrNotSupported)
-		default:
-			return err
-		}
+	err := beneath.Retry(func() error { return GetSubvolInfo(fd, args) })
+	if err == unix.ENOTTY {
+		return fmt.Errorf("BTRFS_IOC_GET_SUBVOL_INFO needs kernel 4.18: %w", ErrNotSupported)
 	}
+	return err
 }
 
 // flushNameLen is one byte over BTRFS_NAME_LEN (255): a snapshot name the
@@ -268,17 +264,13 @@ func flushDelalloc(fd int) error {
 	for i := range flushNameLen {
 		args.Name[i] = 'f'
 	}
-	for {
-		switch err := SnapCreateV2(fd, &args); err {
-		case unix.ENAMETOOLONG:
-			return nil
-		case unix.EINTR:
-			continue
-		case nil:
-			return errFlushCreated
-		default:
-			return err
-		}
+	switch err := beneath.Retry(func() error { return SnapCreateV2(fd, &args) }); err {
+	case unix.ENAMETOOLONG:
+		return nil
+	case nil:
+		return errFlushCreated
+	default:
+		return err
 	}
 }
 
@@ -287,14 +279,7 @@ func flushDelalloc(fd int) error {
 // create snapshot" (2020) moved the flush from create_snapshot, after the
 // lookup, into btrfs_mksnapshot, before it; 5.10 is the first long-term
 // kernel with it (read in the 5.10-era, 6.1-era and 6.18 sources).
-var flushSupported = sync.OnceValue(func() bool {
-	var uts unix.Utsname
-	if unix.Uname(&uts) != nil {
-		return false
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major > 5 || major == 5 && minor >= 10
-})
+var flushSupported = func() bool {
+	v, err := kversion.Running() // computed once
+	return err == nil && v.AtLeast(5, 10)
+}

@@ -3,7 +3,6 @@ package ioctl
 import (
 	"errors"
 	"iter"
-	"math"
 	"path"
 
 	"github.com/btrstore/btrstore/internal/beneath"
@@ -134,9 +133,8 @@ func walk(fd int, top string, method listMethod, opts ListOptions, yield func(Su
 	if method == listAuto {
 		method = listTreeSearch
 		var args SearchArgs // probe: a one-item search of our own root item
-		args.Key = SearchKey{Tree_id: BTRFS_ROOT_TREE_OBJECTID, Min_objectid: id, Max_objectid: id,
-			Min_type: BTRFS_ROOT_ITEM_KEY, Max_type: BTRFS_ROOT_ITEM_KEY,
-			Max_offset: math.MaxUint64, Max_transid: math.MaxUint64, Nr_items: 1}
+		args.Key = rootTreeKey(id, BTRFS_ROOT_ITEM_KEY)
+		args.Key.Nr_items = 1
 		if err := TreeSearch(fd, &args); errors.Is(err, unix.EPERM) {
 			method = listUser
 		}
@@ -179,12 +177,7 @@ func (w *walker) treeSearch(fd int, id uint64, rel string) {
 	}
 	var children []child
 	bad := false
-	err := searchAll(fd, nil, SearchKey{
-		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
-		Min_objectid: id, Max_objectid: id,
-		Min_type: BTRFS_ROOT_REF_KEY, Max_type: BTRFS_ROOT_REF_KEY,
-		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
-	}, func(h *SearchHeader, data []byte) bool {
+	err := searchAll(fd, nil, rootTreeKey(id, BTRFS_ROOT_REF_KEY), func(h *SearchHeader, data []byte) bool {
 		ref, ok := parseRootRef(data)
 		bad = bad || !ok
 		children = append(children, child{h.Offset, ref})

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"time"
 
@@ -104,10 +103,6 @@ func syncWaitFd(fd int, transid uint64, display string) error {
 	return nil
 }
 
-// rootItemRefs is the offset of the u32 refs field of a root item: 0 once
-// the subvolume has been deleted.
-const rootItemRefs = 216
-
 // WaitDeleted returns once the deleted subvolumes with the given ids, or all
 // deleted subvolumes if no id is given, have been cleaned by the kernel, so
 // that their space is free. path is any path on the filesystem (a
@@ -177,12 +172,7 @@ func waitDeletedFd(ctx context.Context, fd int, ids []uint64, path string) error
 // items of the root tree (CAP_SYS_ADMIN).
 func deletedIDs(fd int) ([]uint64, error) {
 	var ids []uint64
-	err := searchAll(fd, nil, SearchKey{
-		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
-		Min_objectid: BTRFS_ORPHAN_OBJECTID, Max_objectid: BTRFS_ORPHAN_OBJECTID,
-		Min_type: BTRFS_ORPHAN_ITEM_KEY, Max_type: BTRFS_ORPHAN_ITEM_KEY,
-		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
-	}, func(h *SearchHeader, _ []byte) bool {
+	err := searchAll(fd, nil, rootTreeKey(BTRFS_ORPHAN_OBJECTID, BTRFS_ORPHAN_ITEM_KEY), func(h *SearchHeader, _ []byte) bool {
 		ids = append(ids, h.Offset)
 		return true
 	})
@@ -192,13 +182,7 @@ func deletedIDs(fd int) ([]uint64, error) {
 // rootRefs returns the refs count of subvolume id's root item, or found
 // false when the root item is gone.
 func rootRefs(fd int, args *SearchArgs, id uint64) (refs uint32, found bool, err error) {
-	key := SearchKey{
-		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
-		Min_objectid: id, Max_objectid: id,
-		Min_type: BTRFS_ROOT_ITEM_KEY, Max_type: BTRFS_ROOT_ITEM_KEY,
-		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
-	}
-	err = searchAll(fd, args, key, func(h *SearchHeader, data []byte) bool {
+	err = searchAll(fd, args, rootTreeKey(id, BTRFS_ROOT_ITEM_KEY), func(h *SearchHeader, data []byte) bool {
 		found = true
 		if len(data) >= rootItemRefs+4 {
 			refs = binary.LittleEndian.Uint32(data[rootItemRefs:])

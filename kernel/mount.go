@@ -1,17 +1,13 @@
 package kernel
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	"github.com/btrstore/btrstore/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,17 +25,21 @@ func IsBtrfs(path string) (bool, error) {
 }
 
 // Mount is one line of /proc/self/mountinfo (see proc_pid_mountinfo(5)),
-// with the octal escapes (\040 for a space) decoded.
-type Mount struct {
-	ID, ParentID int    // mount ids, as statx(2) reports with STATX_MNT_ID
-	Major, Minor uint32 // st_dev of the filesystem's root; see MountOf for btrfs
-	Root         string // the directory of the filesystem mounted here, e.g. "/a" for a bind mount of /a or btrfs subvol=/a
-	MountPoint   string // where it is mounted, relative to the process's root
-	FSType       string // "btrfs", "ext4", ...
-	Source       string // "/dev/loop3", "tmpfs", "none"
-	Options      []string
-	SuperOptions []string
-}
+// with the octal escapes (\040 for a space) decoded. Its fields:
+//
+//   - ID, ParentID int: mount ids, as statx(2) reports with STATX_MNT_ID;
+//   - Major, Minor uint32: st_dev of the filesystem's root (see MountOf for
+//     btrfs);
+//   - Root string: the directory of the filesystem mounted here, e.g. "/a"
+//     for a bind mount of /a or btrfs subvol=/a;
+//   - MountPoint string: where it is mounted, relative to the process's root;
+//   - FSType string: "btrfs", "ext4", ...;
+//   - Source string: "/dev/loop3", "tmpfs", "none";
+//   - Options, SuperOptions []string: the per-mount and the filesystem's
+//     options.
+//
+// The parser is btrstore's internal/mountinfo, which the test fixture shares.
+type Mount mountinfo.Mount
 
 // HasOption reports whether opt is among m's per-mount options or its
 // filesystem's super options. An opt without "=" also matches "opt=value":
@@ -48,130 +48,23 @@ type Mount struct {
 // mount read-only.
 //
 // Concurrency: safe.
-func (m Mount) HasOption(opt string) bool {
-	for _, list := range [][]string{m.Options, m.SuperOptions} {
-		for _, o := range list {
-			if o == opt {
-				return true
-			}
-			if name, _, ok := strings.Cut(o, "="); ok && name == opt {
-				return true
-			}
-		}
-	}
-	return false
-}
+func (m Mount) HasOption(opt string) bool { return mountinfo.Mount(m).HasOption(opt) }
 
 // ParseMountInfo parses the format of /proc/<pid>/mountinfo. A line that does
 // not have the fields of that format gives an error naming its line number.
 //
 // Concurrency: safe.
 func ParseMountInfo(r io.Reader) ([]Mount, error) {
-	var mounts []Mount
-	sc := bufio.NewScanner(r)
-	// A line holds up to three paths, each up to PATH_MAX escaped 4-fold.
-	sc.Buffer(nil, 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if line == "" {
-			continue
-		}
-		m, err := parseMountLine(line)
-		if err != nil {
-			return nil, fmt.Errorf("kernel: mountinfo line %d: %w", n, err)
-		}
-		mounts = append(mounts, m)
+	parsed, err := mountinfo.Parse(r)
+	if err != nil {
+		return nil, err
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("kernel: read mountinfo: %w", err)
+	mounts := make([]Mount, len(parsed))
+	for i, m := range parsed {
+		mounts[i] = Mount(m)
 	}
 	return mounts, nil
 }
-
-// parseMountLine parses
-//
-//	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-//
-// whose fields are separated by single spaces: the kernel escapes spaces
-// inside fields, so splitting on one space keeps empty fields in place.
-func parseMountLine(line string) (Mount, error) {
-	var m Mount
-	before, after, ok := strings.Cut(line, " - ")
-	if !ok {
-		return m, errors.New(`no " - " separator`)
-	}
-	pre := strings.Split(before, " ")
-	post := strings.Split(after, " ")
-	if len(pre) < 6 {
-		return m, fmt.Errorf("%d fields before the separator, want at least 6", len(pre))
-	}
-	if len(post) < 3 {
-		return m, fmt.Errorf("%d fields after the separator, want 3", len(post))
-	}
-	var err error
-	if m.ID, err = strconv.Atoi(pre[0]); err != nil {
-		return m, fmt.Errorf("mount id: %w", err)
-	}
-	if m.ParentID, err = strconv.Atoi(pre[1]); err != nil {
-		return m, fmt.Errorf("parent id: %w", err)
-	}
-	major, minor, ok := strings.Cut(pre[2], ":")
-	if !ok {
-		return m, fmt.Errorf("device %q is not major:minor", pre[2])
-	}
-	maj, err := strconv.ParseUint(major, 10, 32)
-	if err != nil {
-		return m, fmt.Errorf("device major: %w", err)
-	}
-	mnr, err := strconv.ParseUint(minor, 10, 32)
-	if err != nil {
-		return m, fmt.Errorf("device minor: %w", err)
-	}
-	m.Major, m.Minor = uint32(maj), uint32(mnr)
-	m.Root = unescapeMountInfo(pre[3])
-	m.MountPoint = unescapeMountInfo(pre[4])
-	m.Options = splitOptions(pre[5])
-	m.FSType = unescapeMountInfo(post[0])
-	m.Source = unescapeMountInfo(post[1])
-	// Super options are the last field; anything between is from a newer
-	// kernel and ignored.
-	m.SuperOptions = splitOptions(post[len(post)-1])
-	return m, nil
-}
-
-func splitOptions(s string) []string {
-	if s == "" {
-		return nil
-	}
-	opts := strings.Split(s, ",")
-	for i, o := range opts {
-		opts[i] = unescapeMountInfo(o)
-	}
-	return opts
-}
-
-// unescapeMountInfo decodes the kernel's \ooo escapes (three octal digits, as
-// for space, tab, newline and backslash) and leaves anything else as it is.
-func unescapeMountInfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			v := (s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0')
-			if s[i+1] <= '3' { // fits in a byte
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return '0' <= c && c <= '7' }
 
 // MountOf returns the mount of the filesystem holding path, from
 // /proc/self/mountinfo. path is made absolute and its symbolic links are
@@ -209,11 +102,7 @@ func MountOf(path string) (Mount, error) {
 		return Mount{}, err
 	}
 
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return Mount{}, err
-	}
-	mounts, err := ParseMountInfo(bytes.NewReader(b))
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return Mount{}, err
 	}
@@ -228,11 +117,11 @@ func MountOf(path string) (Mount, error) {
 
 // findMount picks the mount of the resolved absolute path from mounts: by
 // mntID when it is not 0, else by longest mount-point prefix and device.
-func findMount(mounts []Mount, resolved string, major, minor uint32, mntID uint64, btrfs bool) (Mount, bool) {
+func findMount(mounts []mountinfo.Mount, resolved string, major, minor uint32, mntID uint64, btrfs bool) (Mount, bool) {
 	if mntID != 0 {
 		for _, m := range mounts {
 			if uint64(m.ID) == mntID {
-				return m, true
+				return Mount(m), true
 			}
 		}
 		// Mounted or unmounted since statx: fall back to the prefix match.
@@ -253,7 +142,7 @@ func findMount(mounts []Mount, resolved string, major, minor uint32, mntID uint6
 	if best < 0 {
 		return Mount{}, false
 	}
-	return mounts[best], true
+	return Mount(mounts[best]), true
 }
 
 // isPathPrefix reports whether dir is path or one of its ancestors, both

@@ -1,43 +1,22 @@
 package kernel
 
-import (
-	"cmp"
-	"errors"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
+import "github.com/btrstore/btrstore/internal/kversion"
 
-	"golang.org/x/sys/unix"
-)
-
-// KernelVersion is a Linux version: 6.18.44 is {6, 18, 44}. The zero value
-// means unknown and sorts before every real version. Its methods are pure
-// and safe for concurrent use.
-type KernelVersion struct{ Major, Minor, Patch int }
+// KernelVersion is a Linux version, with int fields Major, Minor and Patch:
+// 6.18.44 is {6, 18, 44}. The zero value means unknown and sorts before
+// every real version. Its methods are pure and safe for concurrent use.
+//
+// The parser is btrstore's internal/kversion, which the test fixture shares.
+type KernelVersion kversion.Version
 
 // Version returns the version of the running kernel, parsed from the release
 // field of the uname system call. It is computed once per process; later
 // calls return the same result.
 //
 // Privilege: none. Concurrency: safe.
-func Version() (KernelVersion, error) { return version() }
-
-var version = sync.OnceValues(readVersion)
-
-// versionReads counts calls of readVersion, so that a test can check that
-// Version is computed once.
-var versionReads atomic.Int32
-
-func readVersion() (KernelVersion, error) {
-	versionReads.Add(1)
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return KernelVersion{}, os.NewSyscallError("uname", err)
-	}
-	return ParseVersion(unix.ByteSliceToString(uts.Release[:]))
+func Version() (KernelVersion, error) {
+	v, err := kversion.Running()
+	return KernelVersion(v), err
 }
 
 // ParseVersion parses a kernel release string as uname -r prints it, such as
@@ -47,53 +26,21 @@ func readVersion() (KernelVersion, error) {
 //
 // Privilege: none. Concurrency: safe.
 func ParseVersion(release string) (KernelVersion, error) {
-	var nums [3]int
-	rest := release
-	n := 0
-	for ; n < len(nums); n++ {
-		digits := len(rest) - len(strings.TrimLeft(rest, "0123456789"))
-		if digits == 0 {
-			break
-		}
-		v, err := strconv.Atoi(rest[:digits])
-		if err != nil {
-			return KernelVersion{}, fmt.Errorf("kernel: parse release %q: %w", release, err)
-		}
-		nums[n] = v
-		rest = rest[digits:]
-		if n == len(nums)-1 || !strings.HasPrefix(rest, ".") {
-			n++
-			break
-		}
-		rest = rest[1:]
-	}
-	if n < 2 {
-		return KernelVersion{}, fmt.Errorf("kernel: parse release %q: %w", release, errNoVersion)
-	}
-	return KernelVersion{Major: nums[0], Minor: nums[1], Patch: nums[2]}, nil
+	v, err := kversion.Parse(release)
+	return KernelVersion(v), err
 }
-
-var errNoVersion = errors.New("does not start with major.minor")
 
 // AtLeast reports whether v is major.minor or later, whatever its patch
 // level.
 func (v KernelVersion) AtLeast(major, minor int) bool {
-	return v.Compare(KernelVersion{Major: major, Minor: minor}) >= 0
+	return kversion.Version(v).AtLeast(major, minor)
 }
 
 // Compare returns -1, 0 or +1 as v is older than, the same as or newer than
 // o, comparing major, then minor, then patch.
 func (v KernelVersion) Compare(o KernelVersion) int {
-	if c := cmp.Compare(v.Major, o.Major); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(v.Minor, o.Minor); c != 0 {
-		return c
-	}
-	return cmp.Compare(v.Patch, o.Patch)
+	return kversion.Version(v).Compare(kversion.Version(o))
 }
 
 // String formats v as "6.18.44".
-func (v KernelVersion) String() string {
-	return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch)
-}
+func (v KernelVersion) String() string { return kversion.Version(v).String() }

@@ -7,11 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/btrstore/btrstore/internal/kversion"
 	"github.com/btrstore/btrstore/internal/loopfs"
 	"golang.org/x/sys/unix"
 )
@@ -245,18 +245,9 @@ func (f *FS) teardown(t testing.TB) {
 }
 
 // KernelAtLeast reports whether the running kernel is at least
-// major.minor, for tests that expect a feature from that version on (test
-// packages that the kernel package imports cannot use kernel.Version).
+// major.minor (false if uname fails), for tests that expect a feature from
+// that version on.
 func KernelAtLeast(major, minor int) bool {
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return false
-	}
-	f := strings.FieldsFunc(unix.ByteSliceToString(u.Release[:]), func(r rune) bool { return r < '0' || r > '9' })
-	if len(f) < 2 {
-		return false
-	}
-	ma, _ := strconv.Atoi(f[0])
-	mi, _ := strconv.Atoi(f[1])
-	return ma > major || ma == major && mi >= minor
+	v, err := kversion.Running()
+	return err == nil && v.AtLeast(major, minor)
 }

@@ -1,7 +1,6 @@
 package btrfstest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/btrstore/btrstore/internal/loopfs"
+	"github.com/btrstore/btrstore/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,26 +75,20 @@ func capMask(caps ...uintptr) string {
 	return fmt.Sprintf("%016x", mask)
 }
 
-// mountInfo returns the mountinfo line of the mount point dir split into the
-// fields before and after the " - " separator, or nil if dir is not mounted.
-func mountInfo(t *testing.T, dir string) (before, after []string) {
+// mountOf returns the mount on the mount point dir (the last one, on top,
+// if several are), or ok false if dir is not mounted.
+func mountOf(t *testing.T, dir string) (m mountinfo.Mount, ok bool) {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, _ := strings.Cut(sc.Text(), " - ")
-		if fields := strings.Fields(pre); unescapeMountinfo(fields[4]) == dir {
-			before, after = fields, strings.Fields(post)
+	for _, mm := range mounts {
+		if mm.MountPoint == dir {
+			m, ok = mm, true
 		}
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return before, after
+	return m, ok
 }
 
 func TestNewIsEmptyBtrfs(t *testing.T) {
@@ -123,8 +117,8 @@ func TestNewIsEmptyBtrfs(t *testing.T) {
 	if got := loopfs.BackingFile(fs.Device); got != fs.Image {
 		t.Errorf("%s is bound to %q, want %q", fs.Device, got, fs.Image)
 	}
-	if _, after := mountInfo(t, fs.Path); len(after) < 2 || after[0] != "btrfs" || after[1] != fs.Device {
-		t.Errorf("mountinfo for %s: %q, want btrfs from %s", fs.Path, after, fs.Device)
+	if m, _ := mountOf(t, fs.Path); m.FSType != "btrfs" || m.Source != fs.Device {
+		t.Errorf("mountinfo for %s: %+v, want btrfs from %s", fs.Path, m, fs.Device)
 	}
 }
 
@@ -142,14 +136,13 @@ func TestSize(t *testing.T) {
 
 func TestMountOptions(t *testing.T) {
 	fs := New(t, MountOptions("user_subvol_rm_allowed"), MountOptions("compress=zstd:3,commit=7"))
-	_, after := mountInfo(t, fs.Path)
-	if len(after) < 3 {
+	m, ok := mountOf(t, fs.Path)
+	if !ok {
 		t.Fatalf("%s not in mountinfo", fs.Path)
 	}
-	superOpts := strings.Split(after[2], ",")
 	for _, want := range []string{"user_subvol_rm_allowed", "compress=zstd:3", "commit=7"} {
-		if !slices.Contains(superOpts, want) {
-			t.Errorf("super options %q lack %s", after[2], want)
+		if !slices.Contains(m.SuperOptions, want) {
+			t.Errorf("super options %q lack %s", m.SuperOptions, want)
 		}
 	}
 }
@@ -175,8 +168,8 @@ func TestSkipOrFail(t *testing.T) {
 func TestRemountReadOnly(t *testing.T) {
 	fs := New(t)
 	fs.Remount(t, unix.MS_RDONLY, "")
-	if before, _ := mountInfo(t, fs.Path); !slices.Contains(strings.Split(before[5], ","), "ro") {
-		t.Errorf("mount options %q lack ro", before[5])
+	if m, _ := mountOf(t, fs.Path); !slices.Contains(m.Options, "ro") {
+		t.Errorf("mount options %q lack ro", m.Options)
 	}
 	err := os.WriteFile(filepath.Join(fs.Path, "f"), nil, 0o644)
 	if !errors.Is(err, unix.EROFS) {
@@ -195,7 +188,7 @@ func TestCleanupRemovesEverything(t *testing.T) {
 	if fs == nil {
 		t.Skip("New skipped in the subtest")
 	}
-	if before, _ := mountInfo(t, fs.Path); before != nil {
+	if _, mounted := mountOf(t, fs.Path); mounted {
 		t.Errorf("%s still mounted", fs.Path)
 	}
 	if got := loopfs.BackingFile(fs.Device); got == fs.Image {
@@ -366,22 +359,6 @@ func TestFindLeaks(t *testing.T) {
 
 	if leaks := findLeaks(before, dir); len(leaks) != 0 {
 		t.Errorf("leaks after closing and unmounting: %q", leaks)
-	}
-}
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/plain`:             "/plain",
-		`/a\040b`:            "/a b",
-		`/tab\011x\134y`:     "/tab\tx\\y",
-		`/short\04`:          `/short\04`,
-		`/not\999octal\040`:  `/not\999octal `,
-		`/trailing\`:         `/trailing\`,
-		`/two\040\040spaces`: "/two  spaces",
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
 	}
 }
 

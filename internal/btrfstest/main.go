@@ -1,7 +1,6 @@
 package btrfstest
 
 import (
-	"bufio"
 	"fmt"
 	"maps"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/btrstore/btrstore/internal/loopfs"
+	"github.com/btrstore/btrstore/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -124,44 +124,14 @@ func findLeaks(fdsBefore map[int]string, rootDir string) []string {
 
 // mountsUnder returns the mount points below dir, from /proc/self/mountinfo.
 func mountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+	all, err := mountinfo.Read()
 	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// Fields: id parent major:minor root mountpoint ...
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		if mp := unescapeMountinfo(fields[4]); strings.HasPrefix(mp, dir+"/") {
-			mounts = append(mounts, mp)
+	for _, m := range all {
+		if strings.HasPrefix(m.MountPoint, dir+"/") {
+			mounts = append(mounts, m.MountPoint)
 		}
 	}
-	return mounts, sc.Err()
-}
-
-// unescapeMountinfo undoes the kernel's octal escaping (\040 for a space) of
-// paths in mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return mounts, err
 }
 
 // loopsBoundUnder returns "/dev/loopN (file)" for each loop device bound to a

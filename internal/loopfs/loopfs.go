@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,13 +24,13 @@ import (
 // after Attach leaves no bound device behind (a mount it made stays, as
 // mounts outlive processes, and the device goes with its unmount).
 func Attach(image string) (dev string, loopFD int, err error) {
-	imageFD, err := unix.Open(image, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	imageFD, err := beneath.Openat(unix.AT_FDCWD, image, unix.O_RDWR)
 	if err != nil {
 		return "", -1, &os.PathError{Op: "open", Path: image, Err: err}
 	}
 	// The loop device holds its own reference to the file once bound.
 	defer unix.Close(imageFD)
-	ctlFD, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	ctlFD, err := beneath.Openat(unix.AT_FDCWD, "/dev/loop-control", unix.O_RDWR)
 	if err != nil {
 		return "", -1, &os.PathError{Op: "open", Path: "/dev/loop-control", Err: err}
 	}
@@ -44,7 +45,7 @@ func Attach(image string) (dev string, loopFD int, err error) {
 			return "", -1, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
 		}
 		dev = fmt.Sprintf("/dev/loop%d", n)
-		loopFD, err = unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		loopFD, err = beneath.Openat(unix.AT_FDCWD, dev, unix.O_RDWR)
 		if err != nil {
 			return "", -1, &os.PathError{Op: "open", Path: dev, Err: err}
 		}

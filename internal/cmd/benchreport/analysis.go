@@ -45,6 +45,10 @@ func (t *target) check(reason string) {
 type analysis struct {
 	rs      *results
 	targets []*target
+	// reported holds, when the analysis is rebuilt from a report
+	// (-chart-from), the median ratios that report printed, by
+	// "<workload>/<column>"; rs is empty then.
+	reported map[string]float64
 }
 
 // storeName is the sub-benchmark of w that is btrstore's.
@@ -223,6 +227,9 @@ func (a *analysis) bars() []bar {
 			}
 			b := bar{group: key, label: chartLabel(w, col.key)}
 			values := a.speedups(w, col.key)
+			if v, ok := a.reported[key+"/"+col.key]; ok {
+				values = []float64{v}
+			}
 			t := a.targetFor(key + "/" + col.key)
 			if t != nil && col.key == colBare {
 				// The bare target is checked on the paired cycles,
@@ -231,7 +238,7 @@ func (a *analysis) bars() []bar {
 				for _, v := range t.values {
 					values = append(values, 1/v)
 				}
-				b.label += " (PAIRED)"
+				b.label += " (paired)"
 			}
 			if t != nil {
 				b.target, b.status = t.limit, t.status
@@ -248,21 +255,17 @@ func (a *analysis) bars() []bar {
 		}
 	}
 	top := parallelBuilders[len(parallelBuilders)-1]
-	for _, p := range []struct {
-		key, label string
-		values     []float64
-	}{
-		{"parallel/scaling", fmt.Sprintf("%d BUILDERS VS 1", top), a.parallelScaling(top)},
-		{"parallel/best", fmt.Sprintf("%d BUILDERS VS BEST BARE", top), a.parallelVsBest(top)},
+	for _, p := range []struct{ key, label string }{
+		{"parallel/scaling", fmt.Sprintf("%d builders vs 1", top)},
+		{"parallel/best", fmt.Sprintf("%d builders vs best bare layout", top)},
 	} {
-		b := bar{group: "parallel", label: p.label}
-		if t := a.targetFor(p.key); t != nil {
-			b.target, b.status = t.limit, t.status
-		}
-		if len(p.values) == 0 {
-			b.note = "NOT MEASURED"
+		// The parallel rows are their targets' values.
+		t := a.targetFor(p.key)
+		b := bar{group: "parallel", label: p.label, target: t.limit, status: t.status}
+		if len(t.values) == 0 {
+			b.note = "not measured"
 		} else {
-			b.value = median(p.values)
+			b.value = t.value()
 		}
 		bars = append(bars, b)
 	}
@@ -271,19 +274,19 @@ func (a *analysis) bars() []bar {
 
 // chartLabels name the workloads on the chart.
 var chartLabels = map[string]string{
-	"create":     "CREATE",
-	"snapshot":   "RO SNAPSHOT",
-	"delete":     "DELETE",
-	"build":      "BUILD CYCLE",
-	"cache":      "CACHE CYCLE",
-	"deletewait": "DELETE 10 + WAIT",
+	"create":     "create",
+	"snapshot":   "read-only snapshot",
+	"delete":     "delete",
+	"build":      "build cycle",
+	"cache":      "cache cycle",
+	"deletewait": "delete 10, wait",
 }
 
 var chartColumns = map[string]string{
-	colBare:   "VS BARE",
-	colDennwc: "VS DENNWC",
-	colCLI:    "VS CLI",
-	colSudo:   "VS SUDO CLI",
+	colBare:   "vs bare ioctls",
+	colDennwc: "vs dennwc/btrfs",
+	colCLI:    "vs btrfs CLI",
+	colSudo:   "vs sudo -n btrfs",
 }
 
 func chartLabel(w *workload, col string) string {
@@ -295,17 +298,17 @@ func chartLabel(w *workload, col string) string {
 func shortReason(why string) string {
 	switch {
 	case containsAny(why, "-quick"):
-		return "NOT RUN WITH -QUICK"
+		return "not run with -quick"
 	case containsAny(why, "-sync=false"):
-		return "NOT RUN: -SYNC=FALSE"
+		return "not run: -sync=false"
 	case containsAny(why, "no sudo"):
-		return "NOT MEASURED: NO SUDO"
+		return "not measured: no sudo"
 	case containsAny(why, "sudo -n true"):
-		return "NOT MEASURED: SUDO ASKS FOR A PASSWORD"
+		return "not measured: sudo asks for a password"
 	case containsAny(why, "failed"):
-		return "NOT MEASURED: FAILED"
+		return "not measured: failed"
 	}
-	return "NOT MEASURED: SKIPPED"
+	return "not measured: skipped"
 }
 
 func containsAny(s string, subs ...string) bool {

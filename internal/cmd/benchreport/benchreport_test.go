@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
-	"image/png"
+	"encoding/xml"
+	"io"
 	"math"
+	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 const sampleOutput = `goos: linux
@@ -167,9 +171,9 @@ func TestAnalysis(t *testing.T) {
 
 func TestReportRenders(t *testing.T) {
 	a := newAnalysis(fakeResults())
-	rep := &report{a: a, m: machine{cores: 2, kernel: "6.18"}, rounds: 2, command: "benchreport", chart: "performance.png"}
+	rep := &report{a: a, m: machine{cores: 2, kernel: "6.18"}, rounds: 2, command: "benchreport", chart: chartFile}
 	md := string(rep.markdown())
-	for _, want := range []string{"## Targets", "| build cycle |", "NOT MEASURED", "## How it should scale with more cores", "/s on 4 cores", "performance.png"} {
+	for _, want := range []string{"## Targets", "| build cycle |", "NOT MEASURED", "## How it should scale with more cores", "/s on 4 cores", "performance.svg"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
@@ -179,42 +183,106 @@ func TestReportRenders(t *testing.T) {
 	}
 }
 
-func TestChartRendersEveryLabel(t *testing.T) {
-	a := newAnalysis(fakeResults())
-	bars := a.bars()
-	legend := []string{"GREEN: MEETS ITS TARGET, RED: MISSES IT. LEFT OF 1×: 0.1× ≤ ≥ (30 S)%"}
+// svgText parses an SVG document and returns the text of its <text>
+// elements, failing the test if it is not well-formed XML with an <svg>
+// root.
+func svgText(t *testing.T, doc []byte) []string {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(doc))
+	var texts []string
+	depth, inText := 0, false
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("chart is not well-formed XML: %v", err)
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			if depth == 0 && tok.Name.Local != "svg" {
+				t.Fatalf("root element <%s>, want <svg>", tok.Name.Local)
+			}
+			depth++
+			if inText = tok.Name.Local == "text"; inText {
+				texts = append(texts, "")
+			}
+		case xml.EndElement:
+			depth--
+			inText = false
+		case xml.CharData:
+			if inText {
+				texts[len(texts)-1] += string(tok)
+			}
+		}
+	}
+	return texts
+}
+
+func TestChartIsSVGWithEveryLabelAsText(t *testing.T) {
+	bars := newAnalysis(fakeResults()).bars()
+	bars = append(bars, bar{group: "x", label: `<escaped> & "quoted"`, value: 2})
+	doc := renderChart("Title", chartLegend(2, "2026-11-27", 2), bars)
+	texts := svgText(t, doc)
+	want := []string{"Title", "Median of 2 round(s), 2026-11-27, 2 cores.", "0.1×", "1×", "10×"}
 	for _, b := range bars {
-		for _, s := range []string{b.label, b.note, formatRatio(b.value) + " " + b.status} {
-			for _, r := range s {
-				if _, ok := glyph(r); !ok {
-					t.Errorf("no glyph for %q in %q", r, s)
-				}
-			}
+		want = append(want, b.label)
+		if b.value > 0 {
+			want = append(want, strings.TrimSpace(formatRatio(b.value)+" "+b.status))
+		} else {
+			want = append(want, b.note)
 		}
 	}
-	for _, d := range []float64{-2, -1, 0, 1, 4} {
-		for _, r := range decadeLabel(d) {
-			if _, ok := glyph(r); !ok {
-				t.Errorf("no glyph for %q in axis label %q", r, decadeLabel(d))
-			}
+	for _, w := range want {
+		if !slices.Contains(texts, w) {
+			t.Errorf("chart has no text %q; it has %q", w, texts)
 		}
 	}
-	img := renderChart("TITLE", legend, bars)
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := png.Decode(&buf); err != nil {
-		t.Fatal(err)
+	if bytes.Contains(doc, []byte("NaN")) {
+		t.Error("chart has NaN")
 	}
 }
 
-func TestGlyphsAreFiveBySeven(t *testing.T) {
-	for r, g := range glyphs {
-		for _, row := range g {
-			if len(row) != glyphW || strings.Trim(row, ".#") != "" {
-				t.Errorf("glyph %q has row %q", r, row)
-			}
+// TestChartFromReport checks that -chart-from draws the same bars from a
+// report as the run that wrote it, up to the report's rounding.
+func TestChartFromReport(t *testing.T) {
+	a := newAnalysis(fakeResults())
+	m := machine{cores: 2, kernel: "6.18", date: time.Date(2026, 11, 27, 7, 25, 0, 0, time.UTC)}
+	rep := &report{a: a, m: m, rounds: 2, command: "benchreport", chart: chartFile}
+	back, legend, err := analysisFromReport(string(rep.markdown()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := chartLegend(2, "2026-11-27", 2); !slices.Equal(legend, want) {
+		t.Errorf("legend %q, want %q", legend, want)
+	}
+	want, got := a.bars(), back.bars()
+	if len(got) != len(want) {
+		t.Fatalf("%d bars from the report, want %d", len(got), len(want))
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		if g.label != w.label || g.status != w.status || g.target != w.target || (g.value > 0) != (w.value > 0) ||
+			math.Abs(g.value-w.value) > 0.01*w.value {
+			t.Errorf("bar %d from the report: %+v, want %+v", i, g, w)
+		}
+	}
+}
+
+// TestChartFromDocs checks that the committed report can be redrawn.
+func TestChartFromDocs(t *testing.T) {
+	md, err := os.ReadFile("../../../docs/PERFORMANCE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := analysisFromReport(string(md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range a.bars() {
+		if b.value <= 0 {
+			t.Errorf("bar %q has no value in docs/PERFORMANCE.md", b.label)
 		}
 	}
 }

@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/xml"
 	"fmt"
-	"image"
-	"image/color"
-	"image/png"
 	"math"
-	"os"
+	"unicode/utf8"
 )
 
 // A bar is one row of the chart: how many times faster btrstore is than
@@ -22,42 +20,78 @@ type bar struct {
 	note   string  // shown instead of the bar when value is 0
 }
 
-// Chart geometry, in pixels. The font is drawn at scale 2: 10×14 letters.
+// Chart geometry, in SVG user units (pixels at 100%). Text is SVG text in
+// the viewer's sans-serif font; its width is only estimated (charWidth per
+// character, generous for proportional fonts), to size the label column.
 const (
-	chartScale  = 2
-	chartWidth  = 1280
-	chartMargin = 24
-	rowHeight   = 26
-	barHeight   = 16
+	chartWidth  = 960
+	chartMargin = 20
+	fontSize    = 14
+	charWidth   = 0.6 * fontSize
+	lineHeight  = 20
+	rowHeight   = 24
+	barHeight   = 14
 	groupGap    = 10
 )
 
-var (
-	colorBackground = color.RGBA{255, 255, 255, 255}
-	colorText       = color.RGBA{30, 30, 30, 255}
-	colorMuted      = color.RGBA{120, 120, 120, 255}
-	colorGrid       = color.RGBA{225, 225, 225, 255}
-	colorAxis       = color.RGBA{60, 60, 60, 255}
-	colorPass       = color.RGBA{46, 160, 67, 255}
-	colorFail       = color.RGBA{215, 58, 73, 255}
-	colorInfo       = color.RGBA{91, 139, 214, 255}
-	colorTarget     = color.RGBA{0, 0, 0, 255}
+const (
+	colorBackground = "#ffffff"
+	colorText       = "#1e1e1e"
+	colorMuted      = "#787878"
+	colorGrid       = "#e1e1e1"
+	colorAxis       = "#3c3c3c"
+	colorPass       = "#2ea043"
+	colorFail       = "#d73a49"
+	colorInfo       = "#5b8bd6"
+	colorTarget     = "#000000"
 )
 
-// renderChart draws bars as a horizontal bar chart on a log scale: each
-// bar starts at 1× and ends at its ratio (to the left of 1× when btrstore
-// is the slower), green when it meets its target, red when it does not,
-// blue when it has none; a black tick marks the target.
-func renderChart(title string, legend []string, bars []bar) *image.RGBA {
-	const s = chartScale
-	lineH := glyphH*s + 8
+// chartFile is the chart's file name, beside PERFORMANCE.md.
+const chartFile = "performance.svg"
+
+const chartTitle = "How many times faster btrstore is (log scale)"
+
+// chartLegend is the lines under the title: the run, then how to read it.
+func chartLegend(rounds int, date string, cores int) []string {
+	return []string{
+		fmt.Sprintf("Median of %d round(s), %s, %d cores.", rounds, date, cores),
+		"Green: meets its target, red: misses it, blue: no target. Black tick: the target.",
+		"Left of 1×: btrstore is the slower.",
+	}
+}
+
+// textWidth estimates the width of s in the chart's font.
+func textWidth(s string) int {
+	return int(math.Ceil(float64(utf8.RuneCountInString(s)) * charWidth))
+}
+
+// svg accumulates the chart's elements.
+type svg struct{ bytes.Buffer }
+
+func (w *svg) rect(x, y, width, height int, fill string) {
+	fmt.Fprintf(w, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"/>\n", x, y, width, height, fill)
+}
+
+// text writes s with its baseline at y, starting at x (anchor "start"),
+// ending there ("end") or centred on it ("middle").
+func (w *svg) text(x, y int, anchor, fill, s string) {
+	fmt.Fprintf(w, "<text x=\"%d\" y=\"%d\" text-anchor=\"%s\" fill=\"%s\">", x, y, anchor, fill)
+	xml.EscapeText(w, []byte(s))
+	w.WriteString("</text>\n")
+}
+
+// renderChart draws bars as an SVG horizontal bar chart on a log scale:
+// each bar starts at 1× and ends at its ratio (to the left of 1× when
+// btrstore is the slower), green when it meets its target, red when it
+// does not, blue when it has none; a black tick marks the target.
+func renderChart(title string, legend []string, bars []bar) []byte {
 	labelW := 0
 	for _, b := range bars {
-		labelW = max(labelW, textWidth(b.label, s))
+		labelW = max(labelW, textWidth(b.label))
 	}
-	valueW := textWidth("00000.0× FAIL", s)
-	x0 := chartMargin + labelW + 16
-	x1 := chartWidth - chartMargin - valueW - 16
+	valueW := textWidth("00000.0× FAIL")
+	x0 := chartMargin + labelW + 12
+	x1 := chartWidth - chartMargin - valueW - 12
 
 	// The axis spans whole decades around every value and target, and 1×.
 	lo, hi := 0.0, 0.0
@@ -76,7 +110,7 @@ func renderChart(title string, legend []string, bars []bar) *image.RGBA {
 		return x0 + int(math.Round(f*float64(x1-x0)))
 	}
 
-	top := chartMargin + (2+len(legend))*lineH + 8
+	top := chartMargin + (1+len(legend))*lineHeight + 12
 	height := top
 	for i, b := range bars {
 		if i > 0 && b.group != bars[i-1].group {
@@ -85,13 +119,22 @@ func renderChart(title string, legend []string, bars []bar) *image.RGBA {
 		height += rowHeight
 	}
 	axisY := height + 4
-	height = axisY + lineH + 8 + chartMargin
+	height = axisY + lineHeight + chartMargin
 
-	img := image.NewRGBA(image.Rect(0, 0, chartWidth, height))
-	fillRect(img, 0, 0, chartWidth, height, colorBackground)
-	drawText(img, chartMargin, chartMargin, title, colorText, s)
+	var w svg
+	fmt.Fprintf(&w, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "+
+		"font-family=\"system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif\" font-size=\"%d\">\n",
+		chartWidth, height, chartWidth, height, fontSize)
+	w.WriteString("<title>")
+	xml.EscapeText(&w, []byte(title))
+	w.WriteString("</title>\n")
+	w.rect(0, 0, chartWidth, height, colorBackground)
+	baseline := func(y, h int) int { return y + h/2 + fontSize*7/20 } // centres a line of text in [y, y+h)
+	w.WriteString("<g font-weight=\"bold\">\n")
+	w.text(chartMargin, baseline(chartMargin, lineHeight), "start", colorText, title)
+	w.WriteString("</g>\n")
 	for i, l := range legend {
-		drawText(img, chartMargin, chartMargin+(i+1)*lineH+4, l, colorMuted, s)
+		w.text(chartMargin, baseline(chartMargin+(i+1)*lineHeight, lineHeight), "start", colorMuted, l)
 	}
 
 	// Grid: a line per decade, labelled under the axis; 1× darker.
@@ -101,22 +144,21 @@ func renderChart(title string, legend []string, bars []bar) *image.RGBA {
 		if d == 0 {
 			c = colorAxis
 		}
-		fillRect(img, x, top-4, 1, axisY-top+4, c)
-		label := decadeLabel(d)
-		drawText(img, x-textWidth(label, s)/2, axisY+6, label, colorMuted, s)
+		w.rect(x, top-4, 1, axisY-top+4, c)
+		w.text(x, baseline(axisY+2, lineHeight), "middle", colorMuted, decadeLabel(d))
 	}
-	fillRect(img, x0, axisY, x1-x0+1, 1, colorAxis)
+	w.rect(x0, axisY, x1-x0+1, 1, colorAxis)
 
 	y := top
 	for i, b := range bars {
 		if i > 0 && b.group != bars[i-1].group {
-			fillRect(img, chartMargin, y+groupGap/2-1, chartWidth-2*chartMargin, 1, colorGrid)
+			w.rect(chartMargin, y+groupGap/2-1, chartWidth-2*chartMargin, 1, colorGrid)
 			y += groupGap
 		}
-		textY := y + (rowHeight-glyphH*s)/2
-		drawText(img, x0-16-textWidth(b.label, s), textY, b.label, colorText, s)
+		textY := baseline(y, rowHeight)
+		w.text(x0-12, textY, "end", colorText, b.label)
 		if b.value <= 0 {
-			drawText(img, xpos(1)+8, textY, b.note, colorMuted, s)
+			w.text(xpos(1)+8, textY, "start", colorMuted, b.note)
 			y += rowHeight
 			continue
 		}
@@ -128,19 +170,19 @@ func renderChart(title string, legend []string, bars []bar) *image.RGBA {
 			c = colorFail
 		}
 		one, end := xpos(1), xpos(b.value)
-		barY := y + (rowHeight-barHeight)/2
-		fillRect(img, min(one, end), barY, max(abs(end-one), 2), barHeight, c)
+		w.rect(min(one, end), y+(rowHeight-barHeight)/2, max(abs(end-one), 2), barHeight, c)
 		if b.target > 0 {
-			fillRect(img, xpos(b.target)-1, y+1, 3, rowHeight-2, colorTarget)
+			w.rect(xpos(b.target)-1, y+1, 3, rowHeight-2, colorTarget)
 		}
 		value := formatRatio(b.value)
 		if b.status != "" {
 			value += " " + b.status
 		}
-		drawText(img, x1+16, textY, value, c, s)
+		w.text(x1+12, textY, "start", c, value)
 		y += rowHeight
 	}
-	return img
+	w.WriteString("</svg>\n")
+	return w.Bytes()
 }
 
 // decadeLabel names 10^d as a ratio: 0.1×, 1×, 10×, 1000×.
@@ -156,13 +198,4 @@ func abs(n int) int {
 		return -n
 	}
 	return n
-}
-
-// writePNG encodes img as a PNG file at path.
-func writePNG(path string, img image.Image) error {
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		return err
-	}
-	return os.WriteFile(path, buf.Bytes(), 0o644)
 }

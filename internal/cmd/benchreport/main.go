@@ -2,13 +2,14 @@
 // replaces — the bare ioctl sequence, github.com/dennwc/btrfs, and the
 // btrfs command forked per operation, with and without sudo — as
 // interleaved rounds, checks the performance targets, and writes
-// docs/PERFORMANCE.md and the chart docs/performance.png. It is what
+// docs/PERFORMANCE.md and the chart docs/performance.svg. It is what
 // `make bench` runs, from the module root, as root (the benchmarks mount
 // loop devices):
 //
 //	go run ./internal/cmd/benchreport              # 7 rounds, 5 to 8 minutes
 //	go run ./internal/cmd/benchreport -rounds 15   # steadier medians
 //	go run ./internal/cmd/benchreport -quick       # smoke test of the tooling, under 2 minutes
+//	go run ./internal/cmd/benchreport -chart-from docs/PERFORMANCE.md  # only redraw the chart
 //
 // The test binaries are compiled once with `go test -c`; every round runs
 // each sub-benchmark in its own process with -test.count 1, in an order
@@ -19,6 +20,11 @@
 // -quick runs one round of a few operations each and writes to a temporary
 // directory unless -out is given: its numbers mean nothing, it checks that
 // every benchmark runs and that the report and chart render.
+//
+// -chart-from FILE runs nothing: it reads the ratios and target results
+// back from a PERFORMANCE.md this command wrote and writes the chart
+// performance.svg beside it (or into -out), for when the chart changes
+// but the numbers need not.
 //
 // The exit status is 1 when a benchmark failed or nothing could be
 // measured, and, with -strict, when a measured target was missed.
@@ -46,11 +52,19 @@ func main() {
 func run() error {
 	rounds := flag.Int("rounds", 7, "number of interleaved rounds")
 	quick := flag.Bool("quick", false, "smoke test: one round of a few operations, report to a temporary directory")
-	out := flag.String("out", "", "directory for PERFORMANCE.md and performance.png (default docs/ of the module; a temporary directory with -quick)")
+	out := flag.String("out", "", "directory for PERFORMANCE.md and performance.svg (default docs/ of the module; a temporary directory with -quick)")
+	chartFrom := flag.String("chart-from", "", "run nothing: redraw performance.svg from this PERFORMANCE.md (into its directory, or -out)")
 	sync := flag.Bool("sync", true, "run the CLI's `btrfs subvolume sync` (about 30 s) in one round")
 	strict := flag.Bool("strict", false, "exit 1 when a measured target is missed")
 	only := flag.String("only", "", "run only the workloads whose key matches this regexp (create, snapshot, delete, build, cache, deletewait, paired, parallel)")
 	flag.Parse()
+	if *chartFrom != "" {
+		dir := *out
+		if dir == "" {
+			dir = filepath.Dir(*chartFrom)
+		}
+		return redrawChart(*chartFrom, filepath.Join(dir, chartFile))
+	}
 	if *quick {
 		*rounds = 1
 	}
@@ -157,24 +171,19 @@ func run() error {
 	a := newAnalysis(rs)
 	rep := &report{
 		a: a, m: m, rounds: *rounds, quick: *quick, sync: *sync,
-		elapsed: time.Since(start), command: commandLine(), chart: "performance.png",
+		elapsed: time.Since(start), command: commandLine(), chart: chartFile,
 	}
 	mdPath := filepath.Join(outDir, "PERFORMANCE.md")
 	if err := os.WriteFile(mdPath, rep.markdown(), 0o644); err != nil {
 		return err
 	}
-	title := "HOW MANY TIMES FASTER BTRSTORE IS (LOG SCALE)"
-	legend := []string{
-		fmt.Sprintf("MEDIAN OF %d ROUND(S), %s. %d CORES.", *rounds, m.date.Format("2006-01-02"), m.cores),
-		"GREEN: MEETS ITS TARGET, RED: MISSES IT, BLUE: NO TARGET. BLACK TICK: THE TARGET.",
-		"LEFT OF 1×: BTRSTORE IS THE SLOWER.",
-	}
-	pngPath := filepath.Join(outDir, "performance.png")
-	if err := writePNG(pngPath, renderChart(title, legend, a.bars())); err != nil {
+	chartPath := filepath.Join(outDir, chartFile)
+	chart := renderChart(chartTitle, chartLegend(*rounds, m.date.Format("2006-01-02"), m.cores), a.bars())
+	if err := os.WriteFile(chartPath, chart, 0o644); err != nil {
 		return err
 	}
 	fmt.Print(rep.summary())
-	fmt.Printf("\nwrote %s and %s; raw output in %s\n", mdPath, pngPath, rawPath)
+	fmt.Printf("\nwrote %s and %s; raw output in %s\n", mdPath, chartPath, rawPath)
 
 	if f := rs.failures(); len(f) > 0 {
 		return fmt.Errorf("%d benchmark run(s) failed:\n  %s", len(f), strings.Join(f, "\n  "))
