@@ -30,10 +30,21 @@ const (
 	workName     = "work"
 	stageDir     = "out" // result-tmp/b<n>/out/<id>: a result about to be published
 	lockName     = ".btrstore.lock"
+	markerName   = ".btrstore" // marks a store: markerPrefix and the format
+	markerPrefix = "btrstore store, format "
 )
 
 // ErrClosed is returned by the methods of a closed Store.
 var ErrClosed = errors.New("btrstore: store is closed")
+
+// ErrLocked is matched by the error of an Open whose root another Store,
+// in this process or another, has open.
+var ErrLocked = errors.New("btrstore: another Store has the root open")
+
+// ErrNotStore is matched by the error of an Open of a directory that is
+// neither empty nor a store: Open never adopts (and then cleans) a
+// directory holding someone else's files.
+var ErrNotStore = errors.New("btrstore: not a store")
 
 // ErrWorkReplaced is matched by the error of a Build whose step replaced
 // or moved away its work directory (a symlink, another directory or
@@ -60,9 +71,16 @@ type Store struct {
 	log    logr.Logger
 	report *kernel.Report
 
-	// ops is held shared by every operation and exclusively by Close.
-	ops    sync.RWMutex
-	closed bool // guarded by ops
+	// ops counts the operations running; Close sets closed, so that new
+	// ones fail with ErrClosed, and waits for ops to drop to 0. Not a
+	// sync.RWMutex: a Close waiting for its write lock would block the
+	// read lock of a call that a running build step makes, while waiting
+	// for that very build (a deadlock).
+	opsMu   sync.Mutex
+	opsDone sync.Cond // signalled when ops drops to 0; L is &opsMu
+	ops     int       // guarded by opsMu
+	closed  bool      // guarded by opsMu
+	fdsShut bool      // Close released the fds; guarded by opsMu
 
 	// Open directory fds, relative to which everything is done.
 	rootFd, resultFd, resultTmpFd, cacheFd, cacheTmpFd int
@@ -119,6 +137,7 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 	}
 	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]string{}, leases: map[*CacheLease]struct{}{},
 		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
+	s.opsDone.L = &s.opsMu
 	if err := s.openDirs(); err != nil {
 		s.closeFds()
 		return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
@@ -262,34 +281,57 @@ func (s *Store) closeFds() {
 	}
 }
 
-// Close waits for running operations, then releases the store. Methods
-// called afterwards return ErrClosed. A second Close is a no-op.
+// Close makes new calls fail with ErrClosed, waits for the running ones
+// to return, then releases the store. A call made meanwhile from inside a
+// running build step (Result, Cache, LogFile...) is a new call: it fails
+// with ErrClosed rather than wait for Close, which waits for the build.
+// A second Close waits likewise and returns nil.
+//
+// Concurrency: safe to call from any goroutine, a signal handler's
+// included, but not from inside a build step or while holding a lease
+// whose release the caller would wait for after Close (Close would wait
+// for that step).
 func (s *Store) Close() error {
-	s.ops.Lock()
-	defer s.ops.Unlock()
-	if !s.closed {
-		s.closed = true
-		s.closeFds() // closing lockFd releases the flock
-		// Leases released from now on get ErrClosed, and the next Open
-		// removes their clones: nothing keeps the filesystem busy.
-		s.mu.Lock()
-		for l := range s.leases {
-			l.vol.close()
-		}
-		clear(s.leases)
-		s.mu.Unlock()
+	s.opsMu.Lock()
+	defer s.opsMu.Unlock()
+	s.closed = true
+	for s.ops > 0 {
+		s.opsDone.Wait()
 	}
+	if s.fdsShut {
+		return nil
+	}
+	s.fdsShut = true
+	s.closeFds() // closing lockFd releases the flock
+	// Leases released from now on get ErrClosed, and the next Open
+	// removes their clones: nothing keeps the filesystem busy.
+	s.mu.Lock()
+	for l := range s.leases {
+		l.vol.close()
+	}
+	clear(s.leases)
+	s.mu.Unlock()
 	return nil
 }
 
 // enter marks the start of an operation; the returned function its end.
+// It fails with ErrClosed once Close has been called.
 func (s *Store) enter() (leave func(), err error) {
-	s.ops.RLock()
+	s.opsMu.Lock()
+	defer s.opsMu.Unlock()
 	if s.closed {
-		s.ops.RUnlock()
 		return nil, ErrClosed
 	}
-	return s.ops.RUnlock, nil
+	s.ops++
+	return s.leave, nil
+}
+
+func (s *Store) leave() {
+	s.opsMu.Lock()
+	if s.ops--; s.ops == 0 && s.closed {
+		s.opsDone.Broadcast()
+	}
+	s.opsMu.Unlock()
 }
 
 // Root returns the store's root directory (absolute).
@@ -318,8 +360,7 @@ func (s *Store) Result(id string) (string, error) {
 	return s.result(id)
 }
 
-// result is Result for callers that have entered already: entering twice
-// could deadlock against a waiting Close (sync.RWMutex). The path it
+// result is Result for callers that have entered already. The path it
 // returns leads to the result and nowhere else: result/<id> must be a
 // directory (not a symlink a build step planted) and neither it nor its
 // snapshot a mount point.
@@ -515,3 +556,4 @@ func (s *Store) FreeSpace(ctx context.Context) (float64, error) {
 	}
 	return 100 - 100*float64(u.Used)/float64(u.DeviceSize), nil
 }
+
