@@ -556,4 +556,3 @@ func (s *Store) FreeSpace(ctx context.Context) (float64, error) {
 	}
 	return 100 - 100*float64(u.Used)/float64(u.DeviceSize), nil
 }
-
