@@ -47,6 +47,9 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 	if err := validID(id); err != nil {
 		return err
 	}
+	if fn == nil {
+		return fmt.Errorf("btrstore: build %s: nil build function: %w", id, fs.ErrInvalid)
+	}
 	if base != "" {
 		if err := validID(base); err != nil {
 			return err

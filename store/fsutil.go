@@ -121,8 +121,13 @@ func openComponents(dirFd int, path string, flags int) (int, error) {
 
 // openat is openat(2) with O_CLOEXEC and O_NOFOLLOW, retried on EINTR.
 func openat(dirFd int, name string, flags int) (int, error) {
+	return openatMode(dirFd, name, flags, 0)
+}
+
+// openatMode is openat with the mode of a file that O_CREAT creates.
+func openatMode(dirFd int, name string, flags int, mode uint32) (int, error) {
 	for {
-		fd, err := unix.Openat(dirFd, name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		fd, err := unix.Openat(dirFd, name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode)
 		if err != unix.EINTR {
 			return fd, err
 		}

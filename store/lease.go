@@ -25,6 +25,18 @@ type CacheLease struct {
 	err   error
 }
 
+// maxID is the largest uid or gid: (uid_t)-1 means "unchanged" to chown.
+const maxID = 1<<32 - 2
+
+// valid checks that the owner's ids are uids and gids the kernel can
+// give: 0 to 2³²-2.
+func (o Owner) valid() error {
+	if o.UID < 0 || o.UID > maxID || o.GID < 0 || o.GID > maxID {
+		return fmt.Errorf("owner uid %d gid %d: ids must be 0 to %d: %w", o.UID, o.GID, maxID, fs.ErrInvalid)
+	}
+	return nil
+}
+
 // Path returns the clone's directory.
 func (l *CacheLease) Path() string { return filepath.Join(l.s.root, cacheTmpDir, l.clone) }
 
@@ -41,6 +53,9 @@ func (s *Store) Cache(ctx context.Context, name string, owner Owner) (*CacheLeas
 	entry, err := cacheEntry(name)
 	if err != nil {
 		return nil, err
+	}
+	if err := owner.valid(); err != nil {
+		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
 	if err := s.report.CanChown(owner.UID, owner.GID); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)

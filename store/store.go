@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,15 +124,27 @@ type Store struct {
 // flag. A read-only mount fails with an error matching syscall.EROFS.
 // Kernel: 4.18 (GET_SUBVOL_INFO).
 func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
+	if root == "" {
+		return nil, fmt.Errorf("btrstore: open: empty root (give the store's directory; \".\" for the working directory): %w", fs.ErrInvalid)
+	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
+	// A symlinked root is resolved once, here: the paths the store hands
+	// out lead to its own directories, not through a link.
+	if resolved, err := filepath.EvalSymlinks(abs); err == nil && resolved != abs {
+		cfg.Logger.V(1).Info("the store's root is reached through a symlink; using the directory it leads to", "root", abs, "resolved", resolved)
+		abs = resolved
+	}
 	// Every missing requirement at once, so that one fix is not followed
-	// by the news of the next.
+	// by the news of the next; but on another filesystem than btrfs that
+	// one sentence says it all.
 	r := kernel.Check(abs)
 	err = r.Err // the check itself failed (no such path...): every Can* says so
-	if err == nil {
+	if err == nil && !r.Btrfs {
+		err = r.CanUseBtrfs()
+	} else if err == nil {
 		err = errors.Join(r.CanUseBtrfs(), r.CanDeleteSubvolumes(), r.CanWaitDeleted())
 	}
 	if err != nil {
@@ -139,6 +154,7 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
 	s.opsDone.L = &s.opsMu
 	if err := s.openDirs(); err != nil {
+		err = s.explainRootAccess(err)
 		s.closeFds()
 		return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
 	}
@@ -148,6 +164,21 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 	}
 	s.log.V(1).Info("store opened", "root", abs)
 	return s, nil
+}
+
+// explainRootAccess adds to a permission error of Open what to do when
+// the root belongs to another user (a directory made by root, say).
+func (s *Store) explainRootAccess(err error) error {
+	if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	var st unix.Stat_t
+	if s.rootFd < 0 || unix.Fstat(s.rootFd, &st) != nil || int(st.Uid) == os.Geteuid() {
+		return err
+	}
+	return fmt.Errorf("%w: the root %s is owned by uid %d gid %d (mode %o), and this process runs as uid %d: "+
+		"chown the root to the user that runs the store (`chown %d:%d %s`), or run the store as uid %d",
+		err, s.root, st.Uid, st.Gid, st.Mode&0o7777, os.Geteuid(), os.Geteuid(), os.Getegid(), s.root, st.Uid)
 }
 
 func (s *Store) openDirs() error {
@@ -171,17 +202,18 @@ func (s *Store) openDirs() error {
 			&fs.PathError{Op: "BTRFS_IOC_GET_SUBVOL_INFO", Path: s.root, Err: unix.EROFS})
 	}
 	s.realRoot, _ = fdPath(s.rootFd)
-	// Read-only: a file open for writing would keep the filesystem from
-	// being remounted read-only (EBUSY); flock does not need write access.
-	s.lockFd, err = unix.Openat(s.rootFd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	// Nothing is written before the root is known to be a store, or empty.
+	marked, err := s.checkStore()
 	if err != nil {
-		return &fs.PathError{Op: "open", Path: lockName, Err: err}
+		return err
 	}
-	if err := unix.Flock(s.lockFd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if err == unix.EWOULDBLOCK {
-			return fmt.Errorf("another Store has %s open (lock %s held)", s.root, lockName)
+	if err := s.openLock(); err != nil {
+		return err
+	}
+	if !marked {
+		if err := s.writeMarker(); err != nil {
+			return err
 		}
-		return &fs.PathError{Op: "flock", Path: lockName, Err: err}
 	}
 	for _, d := range []struct {
 		name string
@@ -238,6 +270,186 @@ func (s *Store) mkdirStoreDir(name string) error {
 		return &fs.PathError{Op: "mkdirat", Path: name, Err: err}
 	}
 	return nil
+}
+
+// storeFormat is the format of the store's layout that this version
+// writes to the marker and reads.
+const storeFormat = 1
+
+// checkStore tells whether the root is a store that Open may use (and
+// repair, which deletes what the store does not recognise in its
+// directories): marked reports a valid marker. Recognised are:
+//
+//   - a store marked by root/.btrstore ("btrstore store, format 1");
+//   - an empty directory, which becomes a store;
+//   - a store made by a version before the marker: root/.btrstore.lock a
+//     regular file and result, result-tmp, cache and cache-tmp
+//     directories (each Open of those versions made all of them);
+//   - a directory holding nothing but the lock and other names of the
+//     store's (an Open killed before it wrote the marker).
+//
+// Anything else fails with ErrNotStore, before anything is written. A
+// marker of a later format fails too.
+func (s *Store) checkStore() (marked bool, err error) {
+	format, err := s.readMarker()
+	switch {
+	case err != nil:
+		return false, err
+	case format == storeFormat:
+		return true, nil
+	case format > storeFormat:
+		return false, fmt.Errorf("%s was made by a later version of btrstore (format %d; this version reads format %d): %w",
+			s.root, format, storeFormat, ErrNotStore)
+	}
+	names, err := readDirNames(s.rootFd)
+	if err != nil {
+		return false, &fs.PathError{Op: "readdir", Path: s.root, Err: err}
+	}
+	if len(names) == 0 {
+		return false, nil
+	}
+	isType := func(name string, mode uint32) bool {
+		var st unix.Stat_t
+		return unix.Fstatat(s.rootFd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == mode
+	}
+	legacy := isType(lockName, unix.S_IFREG)
+	for _, d := range []string{resultDir, resultTmpDir, cacheDir, cacheTmpDir} {
+		legacy = legacy && isType(d, unix.S_IFDIR)
+	}
+	if legacy {
+		s.log.Info("adopting a store made by an earlier version of btrstore: marking it", "root", s.root, "marker", markerName)
+		return false, nil
+	}
+	own := map[string]bool{lockName: true, markerName: true, resultDir: true, resultTmpDir: true, stateDir: true, cacheDir: true, cacheTmpDir: true}
+	var foreign []string
+	for _, n := range names {
+		if !own[n] {
+			foreign = append(foreign, n)
+		}
+	}
+	if len(foreign) == 0 && slices.Contains(names, lockName) {
+		return false, nil // an Open that did not get to write the marker
+	}
+	if len(foreign) > 5 {
+		foreign = append(foreign[:5], "...")
+	}
+	return false, fmt.Errorf("%s is neither empty nor a store (no %s; it holds %s): "+
+		"give an empty or new directory, as Open deletes what it does not recognise in a store: %w",
+		s.root, markerName, truncate(strings.Join(foreign, ", ")), ErrNotStore)
+}
+
+// readMarker returns the format the marker records, 0 if there is no
+// valid marker (none, not a regular file, unreadable content).
+func (s *Store) readMarker() (int, error) {
+	fd, err := openat(s.rootFd, markerName, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	if err != nil {
+		if err == unix.EACCES {
+			return 0, &fs.PathError{Op: "open", Path: markerName, Err: err}
+		}
+		return 0, nil // missing, a symlink (ELOOP)...
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, nil
+	}
+	buf := make([]byte, 64)
+	n, _ := unix.Read(fd, buf)
+	rest, ok := strings.CutPrefix(string(buf[:max(n, 0)]), markerPrefix)
+	if !ok {
+		return 0, nil
+	}
+	format, err := strconv.Atoi(strings.TrimSpace(rest))
+	if err != nil || format < 1 {
+		return 0, nil
+	}
+	return format, nil
+}
+
+// writeMarker writes the marker, replacing whatever is at its name (with
+// the lock held: the root is a store).
+func (s *Store) writeMarker() error {
+	content := markerPrefix + strconv.Itoa(storeFormat) + "\n"
+	for try := 0; ; try++ {
+		fd, err := openatMode(s.rootFd, markerName, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NONBLOCK|unix.O_NOCTTY, 0o644)
+		if err == nil {
+			var st unix.Stat_t
+			if err = unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+				err = unix.EINVAL
+			}
+			if err == nil {
+				_, err = unix.Write(fd, []byte(content))
+			}
+			if err == nil {
+				err = unix.Fsync(fd)
+			}
+			unix.Close(fd)
+			if err == nil {
+				return nil
+			}
+		}
+		if try > 0 || err == unix.EACCES || err == unix.EROFS || err == unix.ENOSPC {
+			return &fs.PathError{Op: "write", Path: markerName, Err: err}
+		}
+		// A symlink, FIFO or directory in its place: it goes.
+		s.log.Info("replacing what is in place of the store's marker", "entry", markerName, "what", describeEntry(s.rootFd, markerName))
+		if err := s.removeEntry(s.rootFd, "", markerName); err != nil {
+			return err
+		}
+	}
+}
+
+// openLock opens root/.btrstore.lock and takes its flock. It never
+// blocks and never follows a symlink: the lock is opened O_NONBLOCK (a
+// FIFO a build step planted would block an ordinary open) and must be a
+// regular file; anything else there (a symlink, FIFO, directory...) is
+// logged and replaced, as the store's directories are. Another Store
+// holding the lock gives ErrLocked.
+func (s *Store) openLock() error {
+	for try := 0; ; try++ {
+		// Read-only: a file open for writing would keep the filesystem
+		// from being remounted read-only (EBUSY); flock does not need
+		// write access.
+		fd, err := openatMode(s.rootFd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_NONBLOCK|unix.O_NOCTTY, 0o644)
+		var st unix.Stat_t
+		if err == nil {
+			if err = unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+				err = unix.EINVAL
+			}
+			if err != nil {
+				unix.Close(fd)
+			}
+		}
+		if err != nil {
+			if try > 2 || err == unix.EACCES || err == unix.EROFS || err == unix.ENOSPC || err == unix.EPERM {
+				return &fs.PathError{Op: "open", Path: lockName, Err: err}
+			}
+			s.log.Info("replacing what is in place of the store's lock file", "entry", lockName, "what", describeEntry(s.rootFd, lockName))
+			if err := s.removeEntry(s.rootFd, "", lockName); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			unix.Close(fd)
+			if err == unix.EWOULDBLOCK {
+				return fmt.Errorf("another Store has %s open (lock %s held): %w", s.root, lockName, ErrLocked)
+			}
+			return &fs.PathError{Op: "flock", Path: lockName, Err: err}
+		}
+		// The lock counts only if it is still the file at the name: one
+		// replaced meanwhile (by another Open's repair) is taken again.
+		var now unix.Stat_t
+		if unix.Fstatat(s.rootFd, lockName, &now, unix.AT_SYMLINK_NOFOLLOW) != nil || now.Dev != st.Dev || now.Ino != st.Ino {
+			unix.Close(fd)
+			if try > 2 {
+				return fmt.Errorf("%s keeps being replaced: %w", lockName, &fs.PathError{Op: "flock", Path: lockName, Err: unix.ESTALE})
+			}
+			continue
+		}
+		s.lockFd = fd
+		return nil
+	}
 }
 
 // readlinkAt reads the symlink name in dirFd.
