@@ -213,10 +213,10 @@ func TestHostileSymlinks(t *testing.T) {
 		e.build("planter", "keep-a", func(dir string) error {
 			next := e.s.seq.Load()
 			for i := next + 1; i <= next+8; i++ {
-				plant(c.dir, filepath.Join(e.root, resultTmpDir, fmt.Sprintf("b%d", i)))
-				plant(c.dir, filepath.Join(e.root, resultTmpDir, fmt.Sprintf("d%d", i)))
-				plant("/", filepath.Join(e.root, cacheTmpDir, fmt.Sprintf("k%d", i)))
-				plant(c.sub, filepath.Join(e.root, cacheDir, fmt.Sprintf("t-%d", i)))
+				plant(c.dir, filepath.Join(e.root, resultTmpDir, fmt.Sprintf("b%s%d", e.s.nonce, i)))
+				plant(c.dir, filepath.Join(e.root, resultTmpDir, fmt.Sprintf("d%s%d", e.s.nonce, i)))
+				plant("/", filepath.Join(e.root, cacheTmpDir, fmt.Sprintf("k%s%d", e.s.nonce, i)))
+				plant(c.sub, filepath.Join(e.root, cacheDir, fmt.Sprintf("t-%s%d", e.s.nonce, i)))
 			}
 			plant("/", filepath.Join(e.root, resultTmpDir, "evil"))
 			plant("/", filepath.Join(e.root, cacheTmpDir, "evil"))

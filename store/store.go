@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -99,6 +101,7 @@ type Store struct {
 	// an error it returns is taken as that step's.
 	fail func(step string) error
 
+	nonce   string        // random, new at each Open: in every temporary name
 	seq     atomic.Uint64 // names of temporary entries
 	builds  cache.Table   // one Build per id at a time
 	results rwLocks       // shared: snapshotting as a base; exclusive: Delete
@@ -153,6 +156,9 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]string{}, leases: map[*CacheLease]struct{}{},
 		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
 	s.opsDone.L = &s.opsMu
+	var nonce [6]byte
+	rand.Read(nonce[:]) // never fails (crypto/rand)
+	s.nonce = hex.EncodeToString(nonce[:]) + "-"
 	if err := s.openDirs(); err != nil {
 		err = s.explainRootAccess(err)
 		s.closeFds()
@@ -553,8 +559,12 @@ func (s *Store) Root() string { return s.root }
 // (for its database).
 func (s *Store) StateDir() string { return filepath.Join(s.root, stateDir) }
 
+// tmpName returns a fresh temporary name: prefix, the Open's random
+// nonce and a sequence number. Unique across Opens, so that a process a
+// killed builder left behind, still writing to its old work path, finds
+// that path gone for good rather than reused by a later build.
 func (s *Store) tmpName(prefix string) string {
-	return prefix + strconv.FormatUint(s.seq.Add(1), 10)
+	return prefix + s.nonce + strconv.FormatUint(s.seq.Add(1), 10)
 }
 
 // Result returns the path of result id, a read-only subvolume, or an error
