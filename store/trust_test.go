@@ -674,3 +674,36 @@ func TestTrustLogging(t *testing.T) {
 		t.Error("cache release logged without a duration")
 	}
 }
+
+// Item 12: the bounded walk removes a tree that is both deep and wide,
+// with files, symlinks and nested subvolumes at every level.
+func TestTrustRemoveDeepWideTree(t *testing.T) {
+	e := newHardEnv(t, "")
+	top := filepath.Join(e.root, resultTmpDir, "tree")
+	var mk func(dir string, depth int)
+	mk = func(dir string, depth int) {
+		must(t, os.MkdirAll(dir, 0o755))
+		must(t, writeFile(dir, "f", "x"))
+		must(t, os.Symlink("/", filepath.Join(dir, "l")))
+		if depth%20 == 0 {
+			must(t, ioctl.CreateSubvolume(filepath.Join(dir, "sub")))
+		}
+		if depth == 0 {
+			return
+		}
+		mk(filepath.Join(dir, "a"), depth-1)
+		if depth%25 == 0 {
+			mk(filepath.Join(dir, "b"), depth-1)
+		}
+	}
+	mk(top, 100)
+	if err := e.s.removeEntry(e.s.resultTmpFd, resultTmpDir, "tree"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(top); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("tree left: %v", err)
+	}
+	if got := subvolumes(t, e.root); len(got) != 0 {
+		t.Errorf("subvolumes left: %v", got)
+	}
+}
