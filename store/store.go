@@ -65,6 +65,12 @@ type Config struct {
 	Logger logr.Logger
 }
 
+// runningBuild is the work directory of a build in progress.
+type runningBuild struct {
+	path string
+	id   fileID
+}
+
 // Owner is the owner given to a cache clone's top directory.
 type Owner struct{ UID, GID int }
 
@@ -91,6 +97,11 @@ type Store struct {
 	rootFd, resultFd, resultTmpFd, cacheFd, cacheTmpFd int
 	lockFd                                             int
 
+	// The same directories as the paths the store hands out reach them,
+	// checked (and repaired) before a path below them is handed out.
+	dirResult, dirResultTmp, dirCache, dirCacheTmp storeDir
+	repairMu                                       sync.Mutex // one repair at a time
+
 	// realRoot is the root as the kernel names it (symlinks resolved),
 	// to tell whether what a build moved is still below the root; "" if
 	// /proc could not tell.
@@ -108,7 +119,7 @@ type Store struct {
 	caches  cache.Table   // per cache name: lock and generation
 
 	mu      sync.Mutex               // guards running and leases
-	running map[string]string        // id -> work dir of builds in progress
+	running map[string]runningBuild  // builds in progress, by id
 	leases  map[*CacheLease]struct{} // leases not yet released, whose clones are open
 }
 
@@ -153,7 +164,7 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
 	}
-	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]string{}, leases: map[*CacheLease]struct{}{},
+	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]runningBuild{}, leases: map[*CacheLease]struct{}{},
 		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
 	s.opsDone.L = &s.opsMu
 	var nonce [6]byte
@@ -248,6 +259,22 @@ func (s *Store) openDirs() error {
 			s.log.Info("cleared the immutable or append-only flag of the store's directory", "dir", d.name)
 		}
 		*d.fd = fd
+	}
+	for _, d := range []struct {
+		sd   *storeDir
+		name string
+		fd   *int
+	}{{&s.dirResult, resultDir, &s.resultFd}, {&s.dirResultTmp, resultTmpDir, &s.resultTmpFd}, {&s.dirCache, cacheDir, &s.cacheFd}, {&s.dirCacheTmp, cacheTmpDir, &s.cacheTmpFd}} {
+		id, err := fdID(*d.fd)
+		if err != nil {
+			return &fs.PathError{Op: "statx", Path: d.name, Err: err}
+		}
+		*d.sd = storeDir{name: d.name, fd: d.fd, id: id}
+		// The root's path leads to the root opened: the directories'
+		// paths should too (Open repaired what was planted on them).
+		if err := s.checkDir(d.sd); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -568,8 +595,11 @@ func (s *Store) tmpName(prefix string) string {
 }
 
 // Result returns the path of result id, a read-only subvolume, or an error
-// matching fs.ErrNotExist when there is none. It is O(1): two statx calls,
-// whatever the number of results.
+// matching fs.ErrNotExist when there is none. The path leads to the
+// store's result: if a build step planted a mount or symlink over
+// root/result, it is repaired first (see Build), or the error matches
+// ErrWorkReplaced. It is O(1): three statx calls, whatever the number of
+// results.
 func (s *Store) Result(id string) (string, error) {
 	if err := validID(id); err != nil {
 		return "", err
@@ -579,7 +609,13 @@ func (s *Store) Result(id string) (string, error) {
 		return "", err
 	}
 	defer leave()
-	return s.result(id)
+	p, err := s.result(id)
+	if err == nil {
+		if err = s.checkDir(&s.dirResult); err != nil {
+			return "", &fs.PathError{Op: "result", Path: id, Err: err}
+		}
+	}
+	return p, err
 }
 
 // result is Result for callers that have entered already. The path it
@@ -623,17 +659,23 @@ func (s *Store) LogFile(id string) (string, error) {
 	}
 	defer leave()
 	if p, err := s.result(id); err == nil {
+		if err := s.checkDir(&s.dirResult); err != nil {
+			return "", &fs.PathError{Op: "log", Path: id, Err: err}
+		}
 		return filepath.Join(p, "log"), nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", err
 	}
 	s.mu.Lock()
-	work, ok := s.running[id]
+	b, ok := s.running[id]
 	s.mu.Unlock()
 	if !ok {
 		return "", &fs.PathError{Op: "log", Path: id, Err: fs.ErrNotExist}
 	}
-	return filepath.Join(work, "log"), nil
+	if !leadsTo(b.path, b.id) {
+		return "", &fs.PathError{Op: "log", Path: id, Err: fmt.Errorf("%w: the build's work directory %s", ErrWorkReplaced, b.path)}
+	}
+	return filepath.Join(b.path, "log"), nil
 }
 
 // Delete removes result id; an absent result is not an error. The result

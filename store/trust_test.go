@@ -707,3 +707,28 @@ func TestTrustRemoveDeepWideTree(t *testing.T) {
 		t.Errorf("subvolumes left: %v", got)
 	}
 }
+
+// Item 11: a mount planted over cache-tmp while a lease is out: what was
+// written through its path is not saved as the cache, and the mount goes.
+func TestTrustLeasePathMountedOver(t *testing.T) {
+	e := newHardEnv(t, "")
+	l, err := e.s.Cache(t.Context(), "c", Owner{})
+	must(t, err)
+	must(t, writeFile(l.Path(), "f", "in the clone"))
+	must(t, unix.Mount("tmpfs", filepath.Join(e.root, cacheTmpDir), "tmpfs", 0, "size=1m"))
+	must(t, os.MkdirAll(l.Path(), 0o755))
+	must(t, writeFile(l.Path(), "f", "in the tmpfs"))
+	if err := l.Release(t.Context()); !errors.Is(err, ErrWorkReplaced) {
+		t.Errorf("Release through a mounted-over path = %v, want ErrWorkReplaced", err)
+	}
+	if m := hardMountsBelow(t, e.root); len(m) > 0 {
+		t.Errorf("mounts left: %v", m)
+	}
+	l, err = e.s.Cache(t.Context(), "c", Owner{})
+	must(t, err)
+	if _, err := os.Stat(filepath.Join(l.Path(), "f")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the cache holds f after a release whose path led elsewhere: %v", err)
+	}
+	must(t, l.Release(t.Context()))
+	e.reopen()
+}
