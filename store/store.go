@@ -71,7 +71,11 @@ type runningBuild struct {
 	id   fileID
 }
 
-// Owner is the owner given to a cache clone's top directory.
+// Owner is the owner given to a cache clone's top directory: a uid and a
+// gid, each 0 to 2³²-2 (others are fs.ErrInvalid; -1 does not mean
+// "unchanged"). The zero Owner is root:root, not the caller: a caller
+// that is not root and wants the clone for itself passes
+// Owner{os.Getuid(), os.Getgid()}, and any other owner needs CAP_CHOWN.
 type Owner struct{ UID, GID int }
 
 // Store is a build-result store on a btrfs directory. See the package
@@ -125,8 +129,13 @@ type Store struct {
 
 // Open opens the store at root, a directory on btrfs, creating its
 // directories if missing and repairing whatever a killed process left (see
-// the package documentation). A root is used by one Store at a time: a
-// second Open, in this process or another, fails until Close.
+// the package documentation). root must be an empty directory or a store
+// (see "Opening a directory" in the package documentation): anything else
+// fails with ErrNotStore, and "" with fs.ErrInvalid, before anything is
+// written. A symlinked root is resolved. A root is used by one Store at a
+// time: a second Open, in this process or another, fails with ErrLocked
+// until Close. A root that another user owns fails with an error matching
+// fs.ErrPermission that says to chown it.
 //
 // Privilege: deleting subvolumes needs CAP_SYS_ADMIN or the
 // user_subvol_rm_allowed mount option; waiting for cleanup needs
