@@ -657,7 +657,9 @@ func (s *Store) resultExists(id string) bool {
 
 // LogFile returns the path of the log of result id if the result exists,
 // else that of the build of id in progress (which may not exist yet). It
-// does not check that the file exists.
+// does not check that the file exists, but that the path leads to the
+// store's result or work directory, as Result does (ErrWorkReplaced when
+// it cannot be made to).
 func (s *Store) LogFile(id string) (string, error) {
 	if err := validID(id); err != nil {
 		return "", err
@@ -682,7 +684,11 @@ func (s *Store) LogFile(id string) (string, error) {
 		return "", &fs.PathError{Op: "log", Path: id, Err: fs.ErrNotExist}
 	}
 	if !leadsTo(b.path, b.id) {
-		return "", &fs.PathError{Op: "log", Path: id, Err: fmt.Errorf("%w: the build's work directory %s", ErrWorkReplaced, b.path)}
+		// A mount or symlink on result-tmp is repaired; one a step put
+		// on its own work directory is its own business.
+		if err := s.checkDir(&s.dirResultTmp); err != nil || !leadsTo(b.path, b.id) {
+			return "", &fs.PathError{Op: "log", Path: id, Err: fmt.Errorf("%w: %s does not lead to the build's work directory", ErrWorkReplaced, b.path)}
+		}
 	}
 	return filepath.Join(b.path, "log"), nil
 }

@@ -732,3 +732,35 @@ func TestTrustLeasePathMountedOver(t *testing.T) {
 	must(t, l.Release(t.Context()))
 	e.reopen()
 }
+
+// Item 11: LogFile of a running build, after another step mounted over
+// result-tmp, leads to the build's work directory (the mount goes).
+func TestTrustLogFileWhileMountedOver(t *testing.T) {
+	e := newHardEnv(t, "")
+	release, started := make(chan struct{}), make(chan string)
+	done := make(chan error, 1)
+	go func() {
+		done <- e.s.Build(t.Context(), "running", "", func(_ context.Context, dir string) error {
+			if err := writeFile(dir, "log", "the real log"); err != nil {
+				return err
+			}
+			started <- dir
+			<-release
+			return nil
+		})
+	}()
+	<-started
+	tmp := filepath.Join(e.root, resultTmpDir)
+	must(t, unix.Mount("tmpfs", tmp, "tmpfs", 0, "size=1m"))
+	p, err := e.s.LogFile("running")
+	if err != nil {
+		t.Errorf("LogFile: %v", err)
+	} else if got, err := os.ReadFile(p); err != nil || string(got) != "the real log" {
+		t.Errorf("LogFile = %s, holding %q (%v); want the build's log", p, got, err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Logf("Build: %v", err)
+	}
+	hardDetachAll(t, e.root)
+}
