@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/btrstore/btrstore/ioctl"
@@ -182,12 +181,22 @@ func (s *Store) export(ctx context.Context, id string, dst remote.Remote, opts E
 	}
 	m := remote.Manifest{ID: id, UUID: self, Producer: producer(), Kernel: kernelRelease()}
 	sendOpts := ioctl.SendOptions{Compressed: ioctl.SendStreamVersion() >= 2}
+	// Send opens what it sends by path: /proc/self/fd paths of what the
+	// store opened lead there, and through no symlink planted meanwhile.
+	srcFd, err := openDirAt(s.resultFd, id+"/"+snapshotName)
+	if err != nil {
+		return 0, "", err
+	}
+	defer unix.Close(srcFd)
 	if base := s.baseOf(id); base != "" {
 		unlockBase := s.results.lock(base, true)
 		defer unlockBase()
 		if parent, ok := s.remoteParent(ctx, base, dst); ok {
-			m.Parent = &remote.Source{ID: base, UUID: parent}
-			sendOpts.Parent = filepath.Join(s.root, resultDir, base, snapshotName)
+			if baseFd, err := openDirAt(s.resultFd, base+"/"+snapshotName); err == nil {
+				defer unix.Close(baseFd)
+				m.Parent = &remote.Source{ID: base, UUID: parent}
+				sendOpts.Parent = fdDir(baseFd)
+			}
 		}
 	}
 	m.Blob = blobName(id, self, m.Parent != nil)
@@ -198,7 +207,7 @@ func (s *Store) export(ctx context.Context, id string, dst remote.Remote, opts E
 	defer cancel()
 	sendDone := make(chan error, 1)
 	go func() {
-		err := ioctl.Send(sendCtx, pw, filepath.Join(s.root, resultDir, id, snapshotName), sendOpts)
+		err := ioctl.Send(sendCtx, pw, fdDir(srcFd), sendOpts)
 		pw.CloseWithError(err) // nil: io.EOF for the reader
 		sendDone <- err
 	}()

@@ -238,6 +238,12 @@ func TestExportImportChain(t *testing.T) {
 		if mb := manifestOf(t, r2b, "r2"); mb.UUID != m2.UUID || mb.Parent == nil || mb.Parent.UUID != m1.UUID {
 			t.Errorf("re-export from B: %+v, want identity %v on %v", mb, m2.UUID, m1.UUID)
 		}
+		// and a third host can import that, as A's r2.
+		c, _ := newStore(t)
+		if err := c.Import(ctx, "r2", r2b, trusted); err != nil {
+			t.Fatal(err)
+		}
+		checkImported(t, a, c, "r2")
 	})
 	t.Run("host with r1", func(t *testing.T) {
 		c, _ := newStore(t)
