@@ -364,6 +364,15 @@ func TestImportUntrusted(t *testing.T) {
 			putManifest(t, r, "r1", goodM1)
 			putBlob(t, r, m1.Blob, blob[:len(blob)-1])
 		},
+		"parent not an id": func(t *testing.T, r remote.Remote) {
+			bad := m1
+			bad.Parent = &remote.Source{ID: "../../escape", UUID: m1.UUID}
+			data, err := bad.Sign(testKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			putManifest(t, r, "r1", data)
+		},
 		"manifest of another id": func(t *testing.T, r remote.Remote) {
 			other := m1
 			other.ID = "r0"

@@ -197,6 +197,9 @@ func fetchManifest(ctx context.Context, id string, src remote.Remote, opts Impor
 		// Signed, but for another id: moved, not made for this name.
 		return remote.Manifest{}, fmt.Errorf("the manifest stored for %s is that of %q: %w", id, truncate(m.ID), ErrUntrusted)
 	}
+	if m.Parent != nil && validID(m.Parent.ID) != nil {
+		return remote.Manifest{}, fmt.Errorf("the manifest of %s names parent %q, not a valid id: %w", id, truncate(m.Parent.ID), ErrUntrusted)
+	}
 	if len(m.Clones) > 0 {
 		return remote.Manifest{}, fmt.Errorf("manifest of %s names clone sources, which this version does not import: %w", id, errors.ErrUnsupported)
 	}
