@@ -3,7 +3,7 @@
 //	btrstore check   [-root DIR]             what the store needs, and what is missing
 //	btrstore results -root DIR               the store's results, one id a line
 //	btrstore keygen  -key FILE               a new signing key; prints its public key
-//	btrstore export  -root DIR -key FILE [remote flags] ID...
+//	btrstore export  -root DIR -key FILE [remote flags] ID...   (oldest first: bases before what is built on them)
 //	btrstore import  -root DIR -trust KEY[,KEY...] [remote flags] ID...
 //
 // The remote is an S3-compatible bucket (-endpoint, -bucket, -prefix,
@@ -21,6 +21,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -33,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -40,6 +42,7 @@ import (
 
 	"github.com/go-logr/logr/funcr"
 
+	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/kernel"
 	"github.com/btrstore/btrstore/remote"
 	"github.com/btrstore/btrstore/remote/s3"
@@ -162,6 +165,9 @@ func withRemote(ctx context.Context, cmd string, open func() (*store.Store, erro
 		return err
 	}
 	defer s.Close()
+	if cmd == "export" {
+		ids = oldestFirst(s, ids)
+	}
 	for _, id := range ids {
 		start := time.Now()
 		if err := fn(s, r, id); err != nil {
@@ -170,6 +176,25 @@ func withRemote(ctx context.Context, cmd string, open func() (*store.Store, erro
 		fmt.Fprintf(stdout, "%s %s in %v\n", cmd, id, time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// oldestFirst orders ids by the transaction that created their results,
+// so that a base (always made before what is built or received on it)
+// is exported before its children, which can then go as increments.
+// Ids that are not results keep their place at the end (Export says why).
+func oldestFirst(s *store.Store, ids []string) []string {
+	created := map[string]uint64{}
+	for _, id := range ids {
+		created[id] = ^uint64(0)
+		if p, err := s.Result(id); err == nil {
+			if info, err := ioctl.SubvolumeInfo(p); err == nil {
+				created[id] = info.OTransID
+			}
+		}
+	}
+	ids = slices.Clone(ids)
+	slices.SortStableFunc(ids, func(a, b string) int { return cmp.Compare(created[a], created[b]) })
+	return ids
 }
 
 // results lists the store's results.

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/remote"
 	"github.com/btrstore/btrstore/store"
 )
 
@@ -102,12 +103,23 @@ func TestExportImportCommands(t *testing.T) {
 		return out.String()
 	}
 	pub := strings.TrimSpace(cli("keygen", "-key", key))
-	cli("export", "-root", a.Path, "-key", key, "-dir", remoteDir, "r1", "r2")
+	cli("export", "-root", a.Path, "-key", key, "-dir", remoteDir, "r2", "r1") // exported r1 first
+	rd, err := remote.NewDir(remoteDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := rd.GetManifest(ctx, remote.EscapeName("r2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := remote.ParseUnverified(data); err != nil || m.Parent == nil || m.Parent.ID != "r1" {
+		t.Errorf("r2 exported with parent %+v (%v), want an increment on r1", m.Parent, err)
+	}
 	cli("import", "-root", b.Path, "-trust", pub, "-dir", remoteDir, "r2")
 	if got := cli("results", "-root", b.Path); got != "r1\nr2\n" {
 		t.Errorf("results on B: %q, want r1 and r2", got)
 	}
-	data, err := os.ReadFile(filepath.Join(b.Path, "result", "r2", "snapshot", "r1"))
+	data, err = os.ReadFile(filepath.Join(b.Path, "result", "r2", "snapshot", "r1"))
 	if err != nil || string(data) != "r1" {
 		t.Errorf("r2 on B: r1's file %q, %v", data, err)
 	}
