@@ -165,7 +165,12 @@ func exportLockName(id string) string { return "\x00export\x00" + id }
 // manifest was there already) and the parent used ("" for a full stream).
 func (s *Store) export(ctx context.Context, id string, dst remote.Remote, opts ExportOptions) (int64, string, error) {
 	name := manifestName(id)
-	if _, err := dst.GetManifest(ctx, name); err == nil {
+	if data, err := dst.GetManifest(ctx, name); err == nil {
+		if theirs, perr := remote.ParseUnverified(data); perr == nil {
+			if self, ierr := s.resultIdentity(id); ierr == nil && self != theirs.UUID {
+				s.log.V(1).Info("the remote has another build of this id; exporting nothing", "id", id, "remote", theirs.UUID.String(), "here", self.String())
+			}
+		}
 		return -1, "", nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return 0, "", err
