@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/kernel"
@@ -47,6 +48,9 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 	if err := validID(id); err != nil {
 		return err
 	}
+	if fn == nil {
+		return fmt.Errorf("btrstore: build %s: nil build function: %w", id, fs.ErrInvalid)
+	}
 	if base != "" {
 		if err := validID(base); err != nil {
 			return err
@@ -70,6 +74,21 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 		}
 	}
 
+	// From here on, a failure is the build's: logged, with the duration,
+	// at V(1) when the step failed, as an error when the store did.
+	start, stepFailed, inStep := time.Now(), false, false
+	defer func() {
+		switch d := time.Since(start); {
+		case inStep: // fn panicked; the panic goes on
+			s.log.V(1).Info("build failed", "id", id, "err", "the build function panicked", "duration", d)
+		case err == nil:
+			s.log.V(1).Info("build done", "id", id, "duration", d)
+		case stepFailed:
+			s.log.V(1).Info("build failed", "id", id, "err", err.Error(), "duration", d)
+		default:
+			s.log.Error(err, "build failed", "id", id, "base", base, "duration", d)
+		}
+	}()
 	tmp, tmpFd, err := s.mkdirOpenTmp(s.resultTmpFd, "b")
 	if err != nil {
 		return fmt.Errorf("btrstore: build %s: %w", id, explainEPERM(err, s.resultTmpFd, resultTmpDir))
@@ -81,7 +100,7 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 		s.mu.Lock()
 		delete(s.running, id)
 		s.mu.Unlock()
-		cerr := s.removeBuildDir(tmp, tmpFd, &w)
+		cerr := s.removeBuildDir(tmp, tmpFd, &w, id, err == nil)
 		if cerr == nil {
 			return
 		}
@@ -93,19 +112,54 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 	if err := s.startWork(tmpFd, base, &w); err != nil {
 		return fmt.Errorf("btrstore: build %s: %w", id, err)
 	}
+	// The path fn gets must lead to the work subvolume: not through a
+	// mount or symlink an earlier step planted on result-tmp.
+	wid, err := fdID(w.fd)
+	if err == nil && !leadsTo(work, wid) {
+		err = s.checkDir(&s.dirResultTmp)
+		if err == nil && !leadsTo(work, wid) {
+			err = fmt.Errorf("%w: %s does not lead to the work subvolume", ErrWorkReplaced, work)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("btrstore: build %s: %w", id, err)
+	}
 	s.mu.Lock()
-	s.running[id] = work
+	s.running[id] = runningBuild{work, wid}
 	s.mu.Unlock()
 	s.log.V(1).Info("build started", "id", id, "base", base)
 
-	if err := fn(ctx, work); err != nil {
-		s.log.V(1).Info("build failed", "id", id, "err", err.Error())
+	inStep = true
+	err = fn(ctx, work)
+	inStep = false
+	// What the step may have planted on the store's directories goes
+	// before anyone is handed a path below them again.
+	defer s.checkDirs()
+	if err != nil {
+		stepFailed = true
 		return fmt.Errorf("btrstore: build %s: %w", id, err)
+	}
+	// The step wrote through the path: if it no longer leads to the work
+	// subvolume because result-tmp was mounted over or replaced (by
+	// another build's step, say), what the step wrote may be elsewhere:
+	// nothing is published. (A step that replaced its own work directory
+	// gets publish's error, which says what is there; one that moved its
+	// own build directory is published: its work subvolume is intact.)
+	if !leadsTo(work, wid) {
+		fd, err := w.openVerified(tmpFd, workName, "the work directory")
+		if err != nil {
+			return fmt.Errorf("btrstore: build %s: %w", id, err)
+		}
+		unix.Close(fd)
+		if !leadsTo(s.root+"/"+resultTmpDir, s.dirResultTmp.id) {
+			return fmt.Errorf("btrstore: build %s: %w: %s no longer leads to the store's %s (a mount or symlink on it): "+
+				"what the step wrote through %s may not be in its work subvolume; nothing is published", id, ErrWorkReplaced,
+				filepath.Join(s.root, resultTmpDir), resultTmpDir, work)
+		}
 	}
 	if err := s.publish(tmp, tmpFd, id, &w); err != nil {
 		return fmt.Errorf("btrstore: build %s: %w", id, err)
 	}
-	s.log.V(1).Info("build done", "id", id)
 	return nil
 }
 
@@ -354,8 +408,19 @@ func (s *Store) unpublish(id string, outFd int) error {
 // moved them. The usual leftovers are the work subvolume and the empty
 // directory; anything else (a failed publish, what a step made beside its
 // work directory) goes the long way.
-func (s *Store) removeBuildDir(tmp string, tmpFd int, w *workVol) error {
+//
+// published says that result id was published from the work subvolume:
+// nested subvolumes the step left in it are then logged, as the result
+// holds them as empty directories (a snapshot does not descend into
+// nested subvolumes). The kernel says so at no cost: deleting the work
+// subvolume fails with ENOTEMPTY.
+func (s *Store) removeBuildDir(tmp string, tmpFd int, w *workVol, id string, published bool) error {
 	tmpDisplay := resultTmpDir + "/" + tmp
+	if published && w.verified {
+		if err := ioctl.DeleteSubvolumeAt(tmpFd, workName, 0); errors.Is(err, unix.ENOTEMPTY) {
+			s.log.Info("the build left nested subvolumes in its work directory: they are empty directories in the result", "id", id)
+		}
+	}
 	err := s.removeEntry(tmpFd, tmpDisplay, workName)
 	if err == nil {
 		if err = unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR); err != nil {

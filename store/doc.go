@@ -9,7 +9,10 @@
 //
 // Below the root (a directory on btrfs):
 //
+//	.btrstore              the marker: "btrstore store, format 1"
+//	.btrstore.lock         the lock (flock) of the Store that has it open
 //	result/<id>/snapshot   a result: a read-only subvolume in a plain directory
+//	result/<id>/snapshot/log  its build log, if the build function wrote one
 //	result-tmp/b<n>/work   a build in progress: its writable subvolume
 //	result-tmp/b<n>/out/<id>/snapshot  its result, frozen, about to be published
 //	result-tmp/d<n>        a result being deleted
@@ -19,7 +22,51 @@
 //	cache-tmp/k<n>         a writable clone handed out by Cache
 //
 // Ids are single path components (validated before anything touches the
-// disk); cache names are escaped into one (see Escape).
+// disk); cache names are escaped into one (see Escape). Every <n> is a
+// random nonce drawn at Open followed by a counter, so that no temporary
+// name is used twice, not even across Opens: a process that a killed
+// builder left behind, still writing to its old work path, writes into
+// nothing that a later build uses.
+//
+// # Opening a directory
+//
+// Open takes an empty directory, which it makes a store (marker first),
+// or a store: one with the marker, or one made by a version of btrstore
+// before the marker (recognised by its lock file and its result,
+// result-tmp, cache and cache-tmp directories, and marked then), or one
+// whose first Open was killed before it wrote the marker (nothing in it
+// but the lock and the store's other names). Anything else fails with
+// ErrNotStore before anything is written: Open's repair deletes what it
+// does not recognise in the store's directories, and must never do so in
+// a directory of someone else's. A marker of a later format is refused
+// too. A root given through a symlink is resolved (Root returns the
+// directory); another Store holding the root gives ErrLocked.
+//
+// # Build logs
+//
+// The store does not write logs: LogFile returns where the build's log
+// belongs, the file "log" at the top of the build's directory (of the
+// work directory while the build runs, of the result's snapshot once it
+// is published). A build function that keeps a log writes it there. As
+// the work directory starts as a snapshot of the base's result, it starts
+// with the base's log, as in obuilder: a builder truncates it first.
+//
+// Nested subvolumes that a build step creates in its work directory are
+// not part of the result: a snapshot does not descend into them, so the
+// result holds empty directories in their place (logged when the work
+// subvolume is removed). Build a result's content as plain files and
+// directories.
+//
+// # Logging
+//
+// Config.Logger receives at V(0) what an operator must see: repairs
+// (by Open, or of the store's directories after a build step), cleanups
+// that failed, builds that failed for a reason of the store's own
+// (ErrWorkReplaced, a full filesystem at publish...) as errors, and
+// nested subvolumes left out of a result. At V(1), the life cycle: builds
+// started, done or failed in their step, each with its duration; caches
+// cloned, saved or discarded, with the release's duration and how long
+// the lease was held.
 //
 // # Life cycle of a result
 //
@@ -102,6 +149,23 @@
 // replaces a symlink planted in place of one of them. Temporary names
 // that a step took in advance are skipped.
 //
+// The paths the store hands out lead to its own directories: Open
+// records the device, inode and mount id of result, result-tmp, cache and
+// cache-tmp; Result and LogFile check root/result (one statx), Build the
+// work path before the build function gets it, Cache the clone's path.
+// After each build step and each release the four are checked, and a
+// mount a step planted on one is detached (CAP_SYS_ADMIN), a symlink or
+// directory put in place of one removed and the store's directory moved
+// back from where the step moved it (below the root). What cannot be
+// repaired fails with ErrWorkReplaced until Close and Open. A build whose
+// result-tmp no longer leads to the store's when its step returns (a
+// mount planted meanwhile, by another build's step say) publishes
+// nothing, as what the step wrote went elsewhere; a release whose clone
+// path no longer leads to the clone saves nothing. Directory trees a
+// step leaves are removed holding a bounded number of descriptors,
+// however deep, and errors and log lines name at most a few entries, by
+// paths elided past 256 bytes.
+//
 // # Full and read-only filesystems
 //
 // An operation that runs out of space fails with an error matching
@@ -121,9 +185,13 @@
 //
 // # Concurrency and privileges
 //
-// A root is used by one Store at a time (an flock on root/.btrstore.lock);
-// its methods are safe for concurrent use. Open checks what the store needs
-// and says what is missing: deleting subvolumes needs CAP_SYS_ADMIN or the
+// A root is used by one Store at a time (an flock on root/.btrstore.lock,
+// opened without following a symlink or blocking on a FIFO; anything but
+// a regular file there is replaced); its methods are safe for concurrent
+// use. Close makes new calls fail with ErrClosed and waits for the
+// running ones; a build step that calls the store after Close began gets
+// ErrClosed too, rather than a deadlock (Close waits for its build).
+// Open checks what the store needs and says what is missing: deleting subvolumes needs CAP_SYS_ADMIN or the
 // user_subvol_rm_allowed mount option, waiting for cleanup CAP_SYS_ADMIN or
 // Linux 6.13, giving a cache to another owner CAP_CHOWN. No sudo, no
 // fork/exec.

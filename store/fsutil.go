@@ -121,8 +121,13 @@ func openComponents(dirFd int, path string, flags int) (int, error) {
 
 // openat is openat(2) with O_CLOEXEC and O_NOFOLLOW, retried on EINTR.
 func openat(dirFd int, name string, flags int) (int, error) {
+	return openatMode(dirFd, name, flags, 0)
+}
+
+// openatMode is openat with the mode of a file that O_CREAT creates.
+func openatMode(dirFd int, name string, flags int, mode uint32) (int, error) {
 	for {
-		fd, err := unix.Openat(dirFd, name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		fd, err := unix.Openat(dirFd, name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode)
 		if err != unix.EINTR {
 			return fd, err
 		}
@@ -212,10 +217,25 @@ func readDirNames(fd int) ([]string, error) {
 
 // fdPath returns the path the kernel has for fd (through /proc), with ok
 // false when it cannot tell or fd's file was deleted.
+//
+// The kernel appends " (deleted)" to the path of a deleted file, but a
+// live file may have a name ending so too (a build step can rename its
+// work directory to that): a path with that suffix is taken as the name
+// only if it still leads to fd's inode (device and inode compared, the
+// last component not followed), else fd's file is deleted.
 func fdPath(fd int) (path string, ok bool) {
 	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	if err != nil || !strings.HasPrefix(p, "/") || strings.HasSuffix(p, " (deleted)") {
+	if err != nil || !strings.HasPrefix(p, "/") {
 		return "", false
+	}
+	if strings.HasSuffix(p, deletedSuffix) {
+		var at, of unix.Stat_t
+		if unix.Fstat(fd, &of) != nil || unix.Lstat(p, &at) != nil || at.Dev != of.Dev || at.Ino != of.Ino {
+			return "", false
+		}
 	}
 	return p, true
 }
+
+// deletedSuffix is what d_path appends to the path of a deleted file.
+const deletedSuffix = " (deleted)"

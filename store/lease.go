@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/btrstore/btrstore/ioctl"
 	"golang.org/x/sys/unix"
@@ -21,8 +22,22 @@ type CacheLease struct {
 	clone string  // its directory entry in cache-tmp/
 	gen   uint64  // the cache's generation when cloned
 	vol   workVol // the clone as created, open until released
+	volID fileID  // what Path must lead to
+	start time.Time
 	once  sync.Once
 	err   error
+}
+
+// maxID is the largest uid or gid: (uid_t)-1 means "unchanged" to chown.
+const maxID = 1<<32 - 2
+
+// valid checks that the owner's ids are uids and gids the kernel can
+// give: 0 to 2³²-2.
+func (o Owner) valid() error {
+	if o.UID < 0 || o.UID > maxID || o.GID < 0 || o.GID > maxID {
+		return fmt.Errorf("owner uid %d gid %d: ids must be 0 to %d: %w", o.UID, o.GID, maxID, fs.ErrInvalid)
+	}
+	return nil
 }
 
 // Path returns the clone's directory.
@@ -42,6 +57,9 @@ func (s *Store) Cache(ctx context.Context, name string, owner Owner) (*CacheLeas
 	if err != nil {
 		return nil, err
 	}
+	if err := owner.valid(); err != nil {
+		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
+	}
 	if err := s.report.CanChown(owner.UID, owner.GID); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
@@ -58,7 +76,7 @@ func (s *Store) Cache(ctx context.Context, name string, owner Owner) (*CacheLeas
 	if err := s.ensureCache(entry); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
-	l := &CacheLease{s: s, name: name, entry: entry, gen: held.Generation(), vol: workVol{fd: -1}}
+	l := &CacheLease{s: s, name: name, entry: entry, gen: held.Generation(), vol: workVol{fd: -1}, start: time.Now()}
 	if err := s.clone(l, owner); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
@@ -92,6 +110,17 @@ func (s *Store) clone(l *CacheLease, owner Owner) error {
 	if err == nil {
 		if err = unix.Fchown(l.vol.fd, owner.UID, owner.GID); err != nil {
 			err = &os.PathError{Op: "chown", Path: l.Path(), Err: err}
+		}
+	}
+	if err == nil {
+		// Path must lead to the clone, not through a mount or symlink
+		// a build step planted on cache-tmp.
+		l.volID, err = fdID(l.vol.fd)
+		if err == nil && !leadsTo(l.Path(), l.volID) {
+			err = s.checkDir(&s.dirCacheTmp)
+			if err == nil && !leadsTo(l.Path(), l.volID) {
+				err = fmt.Errorf("%w: %s does not lead to the clone", ErrWorkReplaced, l.Path())
+			}
 		}
 	}
 	if err != nil {
@@ -178,6 +207,7 @@ func (l *CacheLease) Release(ctx context.Context) error {
 
 func (l *CacheLease) release(ctx context.Context) error {
 	s := l.s
+	start := time.Now()
 	leave, err := s.enter()
 	if err != nil {
 		return err
@@ -188,7 +218,14 @@ func (l *CacheLease) release(ctx context.Context) error {
 		return err
 	}
 	defer held.Unlock()
-	if held.Generation() == l.gen {
+	// What a step planted on the store's directories goes.
+	defer s.checkDirs()
+	switch {
+	case !leadsTo(l.Path(), l.volID):
+		// What was written through the path is not in the clone.
+		err = fmt.Errorf("%w: %s no longer leads to the clone (a mount or symlink on the way): what was written through it is not saved", ErrWorkReplaced, l.Path())
+		s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
+	case held.Generation() == l.gen:
 		// The generation moves on only once the new version is in
 		// place: a save that fails keeps the old version, and another
 		// clone of that generation may still be saved.
@@ -197,10 +234,10 @@ func (l *CacheLease) release(ctx context.Context) error {
 			s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
 		} else {
 			held.Bump()
-			s.log.V(1).Info("cache saved", "name", l.name, "generation", l.gen+1)
+			s.log.V(1).Info("cache saved", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
 		}
-	} else {
-		s.log.V(1).Info("cache clone discarded: a newer generation exists", "name", l.name)
+	default:
+		s.log.V(1).Info("cache clone discarded: a newer generation exists", "name", l.name, "duration", time.Since(start), "held", start.Sub(l.start))
 	}
 	if rerr := l.removeClone(); rerr != nil {
 		if err == nil {

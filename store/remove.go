@@ -74,30 +74,291 @@ func (s *Store) removeKind(dirFd int, name, display string, stx *unix.Statx_t) (
 	case stx.Ino == ioctl.BTRFS_FIRST_FREE_OBJECTID:
 		return s.deleteSubvolume(dirFd, name, display)
 	}
+	return s.removeDir(dirFd, name, display)
+}
+
+// maxRemoveFds bounds the directory descriptors that removeDir holds at
+// once, however deep the tree: a build step can leave a chain of
+// directories tens of thousands deep, and one descriptor a level would
+// exhaust the process's (EMFILE, here and in every other goroutine).
+const maxRemoveFds = 32
+
+// rmFrame is a directory removeDir is in: one per level of the walk.
+type rmFrame struct {
+	name     string // in the parent frame's directory (frame 0's: in dirFd)
+	display  string
+	dev, ino uint64 // what was opened, checked when it is opened again
+	fd       int    // -1 while closed, to bound the descriptors held
+	names    []string
+	listed   bool
+	failed   bool // something below could not be removed: keep the directory
+}
+
+// openDir opens directory name in dirFd for removal, giving the owner
+// search permission back if it lacks it.
+func (s *Store) openDir(dirFd int, name, display string) (int, error) {
 	fd, err := openDirAt(dirFd, name)
+	if err != nil && errors.Is(err, unix.EACCES) && s.restoreSearch(dirFd, name, display) {
+		fd, err = openDirAt(dirFd, name)
+	}
+	return fd, err
+}
+
+// removeDir removes the plain directory name in dirFd and everything
+// below it, depth first, without recursion and holding at most
+// maxRemoveFds descriptors: a directory whose descriptor was closed to
+// stay within the bound is opened again from its nearest open ancestor,
+// below it (openBeneath: no symlink, no mount crossed), and checked to be
+// the one opened before. Entries other than plain directories go to
+// remove. What cannot be removed is reported (capped, see errList) and
+// the directories holding it stay.
+func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err error) {
+	fd, err := s.openDir(dirFd, name, display)
 	if err != nil {
-		if errors.Is(err, unix.EACCES) && s.restoreSearch(dirFd, name, display) {
-			fd, err = openDirAt(dirFd, name)
+		return errors.Is(err, unix.EXDEV), err
+	}
+	var errs errList
+	frames := make([]rmFrame, 0, 8)
+	open := 0
+	push := func(fd int, name, display string) {
+		var st unix.Stat_t
+		unix.Fstat(fd, &st)
+		frames = append(frames, rmFrame{name: name, display: display, dev: st.Dev, ino: st.Ino, fd: fd})
+		open++
+		for i := 0; open > maxRemoveFds && i < len(frames)-1; i++ {
+			if frames[i].fd >= 0 {
+				unix.Close(frames[i].fd)
+				frames[i].fd = -1
+				open--
+			}
+		}
+	}
+	// ensureOpen opens frame i again if it was closed.
+	ensureOpen := func(i int) error {
+		if frames[i].fd >= 0 {
+			return nil
+		}
+		n, err := s.reopenFrames(dirFd, frames, i)
+		open += n
+		for j := 0; open > maxRemoveFds && j < i; j++ {
+			if frames[j].fd >= 0 {
+				unix.Close(frames[j].fd)
+				frames[j].fd = -1
+				open--
+			}
+		}
+		return err
+	}
+	push(fd, name, display)
+	for len(frames) > 0 {
+		i := len(frames) - 1
+		top := &frames[i]
+		if err := ensureOpen(i); err != nil {
+			errs.add(err)
+			top.failed, top.listed, top.names = true, true, nil
+		}
+		if !top.listed {
+			top.listed = true
+			names, err := readDirNames(top.fd)
+			if err != nil {
+				errs.add(&fs.PathError{Op: "readdir", Path: top.display, Err: err})
+				top.failed = true
+			}
+			top.names = names
+		}
+		if len(top.names) > 0 {
+			n := top.names[len(top.names)-1]
+			top.names = top.names[:len(top.names)-1]
+			child := joinDisplay(top.display, n)
+			var stx unix.Statx_t
+			err := unix.Statx(top.fd, n, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE|unix.STATX_INO, &stx)
+			if err == unix.ENOENT {
+				continue
+			}
+			if err != nil {
+				errs.add(&fs.PathError{Op: "statx", Path: child, Err: err})
+				top.failed = true
+				continue
+			}
+			if stx.Mode&unix.S_IFMT == unix.S_IFDIR && stx.Ino != ioctl.BTRFS_FIRST_FREE_OBJECTID &&
+				stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+				cfd, err := s.openDir(top.fd, n, child)
+				if err == nil {
+					push(cfd, n, child)
+					continue
+				}
+				if !errors.Is(err, unix.EXDEV) {
+					errs.add(err)
+					top.failed = true
+					continue
+				}
+				// A mount the kernel did not flag: remove detaches it.
+			}
+			if err := s.remove(top.fd, n, child); err != nil {
+				errs.add(err)
+				top.failed = true
+			}
+			continue
+		}
+		// Everything below is handled: the directory goes, from its
+		// parent.
+		if top.fd >= 0 {
+			unix.Close(top.fd)
+			open--
+		}
+		f := frames[i]
+		frames = frames[:i]
+		if f.failed {
+			if i > 0 {
+				frames[i-1].failed = true
+			}
+			continue
+		}
+		if i == 0 {
+			hit, err := s.unlink(dirFd, f.name, f.display, unix.AT_REMOVEDIR, false)
+			if err != nil {
+				errs.add(err)
+			}
+			return hit && errs.n == 1, errs.err()
+		}
+		if err := ensureOpen(i - 1); err != nil {
+			errs.add(err)
+			frames[i-1].failed = true
+			continue
+		}
+		pfd := frames[i-1].fd
+		hit, err := s.unlink(pfd, f.name, f.display, unix.AT_REMOVEDIR, false)
+		if hit {
+			// A mount on the emptied directory: detach, try again.
+			if derr := s.detachMounts(pfd, f.name, f.display); derr != nil {
+				err = errors.Join(err, derr)
+			} else {
+				_, err = s.unlink(pfd, f.name, f.display, unix.AT_REMOVEDIR, false)
+			}
 		}
 		if err != nil {
-			return errors.Is(err, unix.EXDEV), err
+			errs.add(err)
+			frames[i-1].failed = true
 		}
 	}
-	names, err := readDirNames(fd)
-	var errs []error
-	if err != nil {
-		errs = append(errs, &fs.PathError{Op: "readdir", Path: display, Err: err})
+	return false, errs.err()
+}
+
+// reopenFrames opens frame i of a removal again, and the closed frames
+// just above it (up to maxRemoveFds/2 in all, so that climbing back up
+// does not walk the whole path at each level): from the nearest open
+// ancestor (or dirFd), several components per openat2 call while the
+// frames are not kept, then one by one. Each frame kept is checked to be
+// the directory it was. It returns the number of descriptors it left
+// open.
+func (s *Store) reopenFrames(dirFd int, frames []rmFrame, i int) (opened int, err error) {
+	j := i - 1
+	for j >= 0 && frames[j].fd < 0 {
+		j--
 	}
-	for _, n := range names {
-		if err := s.remove(fd, n, display+"/"+n); err != nil {
-			errs = append(errs, err)
+	start := dirFd
+	if j >= 0 {
+		start = frames[j].fd
+	}
+	lo := max(j+1, i-maxRemoveFds/2+1)
+	cur, k := start, j+1
+	for k < lo {
+		var b strings.Builder
+		m := k
+		for m < lo && b.Len()+1+len(frames[m].name) < 3000 {
+			if b.Len() > 0 {
+				b.WriteByte('/')
+			}
+			b.WriteString(frames[m].name)
+			m++
+		}
+		fd, err := openBeneath(cur, b.String(), unix.O_RDONLY|unix.O_DIRECTORY)
+		if cur != start {
+			unix.Close(cur)
+		}
+		if err != nil {
+			return opened, fmt.Errorf("%s: opening it again: %w", frames[m-1].display, err)
+		}
+		cur, k = fd, m
+		if err := frames[m-1].same(fd); err != nil {
+			unix.Close(fd)
+			return opened, err
 		}
 	}
-	unix.Close(fd)
-	if len(errs) > 0 {
-		return false, errors.Join(errs...)
+	for ; k <= i; k++ {
+		fd, err := openDirAt(cur, frames[k].name)
+		if cur != start && (k == 0 || cur != frames[k-1].fd) {
+			unix.Close(cur) // the last chunk's descriptor
+		}
+		if err == nil {
+			err = frames[k].same(fd)
+			if err != nil {
+				unix.Close(fd)
+			}
+		}
+		if err != nil {
+			return opened, fmt.Errorf("%s: opening it again: %w", frames[k].display, err)
+		}
+		frames[k].fd = fd
+		opened++
+		cur = fd
 	}
-	return s.unlink(dirFd, name, display, unix.AT_REMOVEDIR, false)
+	return opened, nil
+}
+
+// same checks that fd is the directory the frame was.
+func (f *rmFrame) same(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Dev != f.dev || st.Ino != f.ino {
+		return fmt.Errorf("%s was replaced during its removal: %w", f.display, &fs.PathError{Op: "open", Path: f.display, Err: unix.ESTALE})
+	}
+	return nil
+}
+
+// maxDisplay bounds the length of a path in an error or log line: a
+// deep tree's would otherwise fill kilobytes.
+const maxDisplay = 256
+
+// joinDisplay is dir/name, its middle elided past maxDisplay bytes.
+func joinDisplay(dir, name string) string {
+	p := dir + "/" + name
+	if len(p) <= maxDisplay {
+		return p
+	}
+	const keep = maxDisplay/2 - 2
+	return p[:keep] + "/.../" + p[len(p)-keep:]
+}
+
+// maxErrs bounds the errors an errList keeps.
+const maxErrs = 8
+
+// errList collects the errors of a removal, keeping the first maxErrs:
+// one unremovable tree can hold thousands of entries, each its own error.
+type errList struct {
+	errs []error
+	n    int
+}
+
+func (l *errList) add(err error) {
+	l.n++
+	if len(l.errs) < maxErrs {
+		l.errs = append(l.errs, err)
+	}
+}
+
+// err joins the errors kept and says how many were left out.
+func (l *errList) err() error {
+	if l.n == 0 {
+		return nil
+	}
+	err := errors.Join(l.errs...)
+	if l.n > len(l.errs) {
+		err = fmt.Errorf("%w\n(and %d more errors)", err, l.n-len(l.errs))
+	}
+	return err
 }
 
 // unlink unlinks a file (flags 0) or removes an empty directory

@@ -2,11 +2,16 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,10 +35,21 @@ const (
 	workName     = "work"
 	stageDir     = "out" // result-tmp/b<n>/out/<id>: a result about to be published
 	lockName     = ".btrstore.lock"
+	markerName   = ".btrstore" // marks a store: markerPrefix and the format
+	markerPrefix = "btrstore store, format "
 )
 
 // ErrClosed is returned by the methods of a closed Store.
 var ErrClosed = errors.New("btrstore: store is closed")
+
+// ErrLocked is matched by the error of an Open whose root another Store,
+// in this process or another, has open.
+var ErrLocked = errors.New("btrstore: another Store has the root open")
+
+// ErrNotStore is matched by the error of an Open of a directory that is
+// neither empty nor a store: Open never adopts (and then cleans) a
+// directory holding someone else's files.
+var ErrNotStore = errors.New("btrstore: not a store")
 
 // ErrWorkReplaced is matched by the error of a Build whose step replaced
 // or moved away its work directory (a symlink, another directory or
@@ -49,7 +65,17 @@ type Config struct {
 	Logger logr.Logger
 }
 
-// Owner is the owner given to a cache clone's top directory.
+// runningBuild is the work directory of a build in progress.
+type runningBuild struct {
+	path string
+	id   fileID
+}
+
+// Owner is the owner given to a cache clone's top directory: a uid and a
+// gid, each 0 to 2³²-2 (others are fs.ErrInvalid; -1 does not mean
+// "unchanged"). The zero Owner is root:root, not the caller: a caller
+// that is not root and wants the clone for itself passes
+// Owner{os.Getuid(), os.Getgid()}, and any other owner needs CAP_CHOWN.
 type Owner struct{ UID, GID int }
 
 // Store is a build-result store on a btrfs directory. See the package
@@ -60,13 +86,25 @@ type Store struct {
 	log    logr.Logger
 	report *kernel.Report
 
-	// ops is held shared by every operation and exclusively by Close.
-	ops    sync.RWMutex
-	closed bool // guarded by ops
+	// ops counts the operations running; Close sets closed, so that new
+	// ones fail with ErrClosed, and waits for ops to drop to 0. Not a
+	// sync.RWMutex: a Close waiting for its write lock would block the
+	// read lock of a call that a running build step makes, while waiting
+	// for that very build (a deadlock).
+	opsMu   sync.Mutex
+	opsDone sync.Cond // signalled when ops drops to 0; L is &opsMu
+	ops     int       // guarded by opsMu
+	closed  bool      // guarded by opsMu
+	fdsShut bool      // Close released the fds; guarded by opsMu
 
 	// Open directory fds, relative to which everything is done.
 	rootFd, resultFd, resultTmpFd, cacheFd, cacheTmpFd int
 	lockFd                                             int
+
+	// The same directories as the paths the store hands out reach them,
+	// checked (and repaired) before a path below them is handed out.
+	dirResult, dirResultTmp, dirCache, dirCacheTmp storeDir
+	repairMu                                       sync.Mutex // one repair at a time
 
 	// realRoot is the root as the kernel names it (symlinks resolved),
 	// to tell whether what a build moved is still below the root; "" if
@@ -78,20 +116,26 @@ type Store struct {
 	// an error it returns is taken as that step's.
 	fail func(step string) error
 
+	nonce   string        // random, new at each Open: in every temporary name
 	seq     atomic.Uint64 // names of temporary entries
 	builds  cache.Table   // one Build per id at a time
 	results rwLocks       // shared: snapshotting as a base; exclusive: Delete
 	caches  cache.Table   // per cache name: lock and generation
 
 	mu      sync.Mutex               // guards running and leases
-	running map[string]string        // id -> work dir of builds in progress
+	running map[string]runningBuild  // builds in progress, by id
 	leases  map[*CacheLease]struct{} // leases not yet released, whose clones are open
 }
 
 // Open opens the store at root, a directory on btrfs, creating its
 // directories if missing and repairing whatever a killed process left (see
-// the package documentation). A root is used by one Store at a time: a
-// second Open, in this process or another, fails until Close.
+// the package documentation). root must be an empty directory or a store
+// (see "Opening a directory" in the package documentation): anything else
+// fails with ErrNotStore, and "" with fs.ErrInvalid, before anything is
+// written. A symlinked root is resolved. A root is used by one Store at a
+// time: a second Open, in this process or another, fails with ErrLocked
+// until Close. A root that another user owns fails with an error matching
+// fs.ErrPermission that says to chown it.
 //
 // Privilege: deleting subvolumes needs CAP_SYS_ADMIN or the
 // user_subvol_rm_allowed mount option; waiting for cleanup needs
@@ -103,23 +147,40 @@ type Store struct {
 // flag. A read-only mount fails with an error matching syscall.EROFS.
 // Kernel: 4.18 (GET_SUBVOL_INFO).
 func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
+	if root == "" {
+		return nil, fmt.Errorf("btrstore: open: empty root (give the store's directory; \".\" for the working directory): %w", fs.ErrInvalid)
+	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
+	// A symlinked root is resolved once, here: the paths the store hands
+	// out lead to its own directories, not through a link.
+	if resolved, err := filepath.EvalSymlinks(abs); err == nil && resolved != abs {
+		cfg.Logger.V(1).Info("the store's root is reached through a symlink; using the directory it leads to", "root", abs, "resolved", resolved)
+		abs = resolved
+	}
 	// Every missing requirement at once, so that one fix is not followed
-	// by the news of the next.
+	// by the news of the next; but on another filesystem than btrfs that
+	// one sentence says it all.
 	r := kernel.Check(abs)
 	err = r.Err // the check itself failed (no such path...): every Can* says so
-	if err == nil {
+	if err == nil && !r.Btrfs {
+		err = r.CanUseBtrfs()
+	} else if err == nil {
 		err = errors.Join(r.CanUseBtrfs(), r.CanDeleteSubvolumes(), r.CanWaitDeleted())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
 	}
-	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]string{}, leases: map[*CacheLease]struct{}{},
+	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]runningBuild{}, leases: map[*CacheLease]struct{}{},
 		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
+	s.opsDone.L = &s.opsMu
+	var nonce [6]byte
+	rand.Read(nonce[:]) // never fails (crypto/rand)
+	s.nonce = hex.EncodeToString(nonce[:]) + "-"
 	if err := s.openDirs(); err != nil {
+		err = s.explainRootAccess(err)
 		s.closeFds()
 		return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
 	}
@@ -129,6 +190,21 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 	}
 	s.log.V(1).Info("store opened", "root", abs)
 	return s, nil
+}
+
+// explainRootAccess adds to a permission error of Open what to do when
+// the root belongs to another user (a directory made by root, say).
+func (s *Store) explainRootAccess(err error) error {
+	if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	var st unix.Stat_t
+	if s.rootFd < 0 || unix.Fstat(s.rootFd, &st) != nil || int(st.Uid) == os.Geteuid() {
+		return err
+	}
+	return fmt.Errorf("%w: the root %s is owned by uid %d gid %d (mode %o), and this process runs as uid %d: "+
+		"chown the root to the user that runs the store (`chown %d:%d %s`), or run the store as uid %d",
+		err, s.root, st.Uid, st.Gid, st.Mode&0o7777, os.Geteuid(), os.Geteuid(), os.Getegid(), s.root, st.Uid)
 }
 
 func (s *Store) openDirs() error {
@@ -152,17 +228,18 @@ func (s *Store) openDirs() error {
 			&fs.PathError{Op: "BTRFS_IOC_GET_SUBVOL_INFO", Path: s.root, Err: unix.EROFS})
 	}
 	s.realRoot, _ = fdPath(s.rootFd)
-	// Read-only: a file open for writing would keep the filesystem from
-	// being remounted read-only (EBUSY); flock does not need write access.
-	s.lockFd, err = unix.Openat(s.rootFd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	// Nothing is written before the root is known to be a store, or empty.
+	marked, err := s.checkStore()
 	if err != nil {
-		return &fs.PathError{Op: "open", Path: lockName, Err: err}
+		return err
 	}
-	if err := unix.Flock(s.lockFd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if err == unix.EWOULDBLOCK {
-			return fmt.Errorf("another Store has %s open (lock %s held)", s.root, lockName)
+	if err := s.openLock(); err != nil {
+		return err
+	}
+	if !marked {
+		if err := s.writeMarker(); err != nil {
+			return err
 		}
-		return &fs.PathError{Op: "flock", Path: lockName, Err: err}
 	}
 	for _, d := range []struct {
 		name string
@@ -192,6 +269,22 @@ func (s *Store) openDirs() error {
 		}
 		*d.fd = fd
 	}
+	for _, d := range []struct {
+		sd   *storeDir
+		name string
+		fd   *int
+	}{{&s.dirResult, resultDir, &s.resultFd}, {&s.dirResultTmp, resultTmpDir, &s.resultTmpFd}, {&s.dirCache, cacheDir, &s.cacheFd}, {&s.dirCacheTmp, cacheTmpDir, &s.cacheTmpFd}} {
+		id, err := fdID(*d.fd)
+		if err != nil {
+			return &fs.PathError{Op: "statx", Path: d.name, Err: err}
+		}
+		*d.sd = storeDir{name: d.name, fd: d.fd, id: id}
+		// The root's path leads to the root opened: the directories'
+		// paths should too (Open repaired what was planted on them).
+		if err := s.checkDir(d.sd); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -219,6 +312,186 @@ func (s *Store) mkdirStoreDir(name string) error {
 		return &fs.PathError{Op: "mkdirat", Path: name, Err: err}
 	}
 	return nil
+}
+
+// storeFormat is the format of the store's layout that this version
+// writes to the marker and reads.
+const storeFormat = 1
+
+// checkStore tells whether the root is a store that Open may use (and
+// repair, which deletes what the store does not recognise in its
+// directories): marked reports a valid marker. Recognised are:
+//
+//   - a store marked by root/.btrstore ("btrstore store, format 1");
+//   - an empty directory, which becomes a store;
+//   - a store made by a version before the marker: root/.btrstore.lock a
+//     regular file and result, result-tmp, cache and cache-tmp
+//     directories (each Open of those versions made all of them);
+//   - a directory holding nothing but the lock and other names of the
+//     store's (an Open killed before it wrote the marker).
+//
+// Anything else fails with ErrNotStore, before anything is written. A
+// marker of a later format fails too.
+func (s *Store) checkStore() (marked bool, err error) {
+	format, err := s.readMarker()
+	switch {
+	case err != nil:
+		return false, err
+	case format == storeFormat:
+		return true, nil
+	case format > storeFormat:
+		return false, fmt.Errorf("%s was made by a later version of btrstore (format %d; this version reads format %d): %w",
+			s.root, format, storeFormat, ErrNotStore)
+	}
+	names, err := readDirNames(s.rootFd)
+	if err != nil {
+		return false, &fs.PathError{Op: "readdir", Path: s.root, Err: err}
+	}
+	if len(names) == 0 {
+		return false, nil
+	}
+	isType := func(name string, mode uint32) bool {
+		var st unix.Stat_t
+		return unix.Fstatat(s.rootFd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == mode
+	}
+	legacy := isType(lockName, unix.S_IFREG)
+	for _, d := range []string{resultDir, resultTmpDir, cacheDir, cacheTmpDir} {
+		legacy = legacy && isType(d, unix.S_IFDIR)
+	}
+	if legacy {
+		s.log.Info("adopting a store made by an earlier version of btrstore: marking it", "root", s.root, "marker", markerName)
+		return false, nil
+	}
+	own := map[string]bool{lockName: true, markerName: true, resultDir: true, resultTmpDir: true, stateDir: true, cacheDir: true, cacheTmpDir: true}
+	var foreign []string
+	for _, n := range names {
+		if !own[n] {
+			foreign = append(foreign, n)
+		}
+	}
+	if len(foreign) == 0 && slices.Contains(names, lockName) {
+		return false, nil // an Open that did not get to write the marker
+	}
+	if len(foreign) > 5 {
+		foreign = append(foreign[:5], "...")
+	}
+	return false, fmt.Errorf("%s is neither empty nor a store (no %s; it holds %s): "+
+		"give an empty or new directory, as Open deletes what it does not recognise in a store: %w",
+		s.root, markerName, truncate(strings.Join(foreign, ", ")), ErrNotStore)
+}
+
+// readMarker returns the format the marker records, 0 if there is no
+// valid marker (none, not a regular file, unreadable content).
+func (s *Store) readMarker() (int, error) {
+	fd, err := openat(s.rootFd, markerName, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	if err != nil {
+		if err == unix.EACCES {
+			return 0, &fs.PathError{Op: "open", Path: markerName, Err: err}
+		}
+		return 0, nil // missing, a symlink (ELOOP)...
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, nil
+	}
+	buf := make([]byte, 64)
+	n, _ := unix.Read(fd, buf)
+	rest, ok := strings.CutPrefix(string(buf[:max(n, 0)]), markerPrefix)
+	if !ok {
+		return 0, nil
+	}
+	format, err := strconv.Atoi(strings.TrimSpace(rest))
+	if err != nil || format < 1 {
+		return 0, nil
+	}
+	return format, nil
+}
+
+// writeMarker writes the marker, replacing whatever is at its name (with
+// the lock held: the root is a store).
+func (s *Store) writeMarker() error {
+	content := markerPrefix + strconv.Itoa(storeFormat) + "\n"
+	for try := 0; ; try++ {
+		fd, err := openatMode(s.rootFd, markerName, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NONBLOCK|unix.O_NOCTTY, 0o644)
+		if err == nil {
+			var st unix.Stat_t
+			if err = unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+				err = unix.EINVAL
+			}
+			if err == nil {
+				_, err = unix.Write(fd, []byte(content))
+			}
+			if err == nil {
+				err = unix.Fsync(fd)
+			}
+			unix.Close(fd)
+			if err == nil {
+				return nil
+			}
+		}
+		if try > 0 || err == unix.EACCES || err == unix.EROFS || err == unix.ENOSPC {
+			return &fs.PathError{Op: "write", Path: markerName, Err: err}
+		}
+		// A symlink, FIFO or directory in its place: it goes.
+		s.log.Info("replacing what is in place of the store's marker", "entry", markerName, "what", describeEntry(s.rootFd, markerName))
+		if err := s.removeEntry(s.rootFd, "", markerName); err != nil {
+			return err
+		}
+	}
+}
+
+// openLock opens root/.btrstore.lock and takes its flock. It never
+// blocks and never follows a symlink: the lock is opened O_NONBLOCK (a
+// FIFO a build step planted would block an ordinary open) and must be a
+// regular file; anything else there (a symlink, FIFO, directory...) is
+// logged and replaced, as the store's directories are. Another Store
+// holding the lock gives ErrLocked.
+func (s *Store) openLock() error {
+	for try := 0; ; try++ {
+		// Read-only: a file open for writing would keep the filesystem
+		// from being remounted read-only (EBUSY); flock does not need
+		// write access.
+		fd, err := openatMode(s.rootFd, lockName, unix.O_RDONLY|unix.O_CREAT|unix.O_NONBLOCK|unix.O_NOCTTY, 0o644)
+		var st unix.Stat_t
+		if err == nil {
+			if err = unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+				err = unix.EINVAL
+			}
+			if err != nil {
+				unix.Close(fd)
+			}
+		}
+		if err != nil {
+			if try > 2 || err == unix.EACCES || err == unix.EROFS || err == unix.ENOSPC || err == unix.EPERM {
+				return &fs.PathError{Op: "open", Path: lockName, Err: err}
+			}
+			s.log.Info("replacing what is in place of the store's lock file", "entry", lockName, "what", describeEntry(s.rootFd, lockName))
+			if err := s.removeEntry(s.rootFd, "", lockName); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			unix.Close(fd)
+			if err == unix.EWOULDBLOCK {
+				return fmt.Errorf("another Store has %s open (lock %s held): %w", s.root, lockName, ErrLocked)
+			}
+			return &fs.PathError{Op: "flock", Path: lockName, Err: err}
+		}
+		// The lock counts only if it is still the file at the name: one
+		// replaced meanwhile (by another Open's repair) is taken again.
+		var now unix.Stat_t
+		if unix.Fstatat(s.rootFd, lockName, &now, unix.AT_SYMLINK_NOFOLLOW) != nil || now.Dev != st.Dev || now.Ino != st.Ino {
+			unix.Close(fd)
+			if try > 2 {
+				return fmt.Errorf("%s keeps being replaced: %w", lockName, &fs.PathError{Op: "flock", Path: lockName, Err: unix.ESTALE})
+			}
+			continue
+		}
+		s.lockFd = fd
+		return nil
+	}
 }
 
 // readlinkAt reads the symlink name in dirFd.
@@ -262,34 +535,57 @@ func (s *Store) closeFds() {
 	}
 }
 
-// Close waits for running operations, then releases the store. Methods
-// called afterwards return ErrClosed. A second Close is a no-op.
+// Close makes new calls fail with ErrClosed, waits for the running ones
+// to return, then releases the store. A call made meanwhile from inside a
+// running build step (Result, Cache, LogFile...) is a new call: it fails
+// with ErrClosed rather than wait for Close, which waits for the build.
+// A second Close waits likewise and returns nil.
+//
+// Concurrency: safe to call from any goroutine, a signal handler's
+// included, but not from inside a build step or while holding a lease
+// whose release the caller would wait for after Close (Close would wait
+// for that step).
 func (s *Store) Close() error {
-	s.ops.Lock()
-	defer s.ops.Unlock()
-	if !s.closed {
-		s.closed = true
-		s.closeFds() // closing lockFd releases the flock
-		// Leases released from now on get ErrClosed, and the next Open
-		// removes their clones: nothing keeps the filesystem busy.
-		s.mu.Lock()
-		for l := range s.leases {
-			l.vol.close()
-		}
-		clear(s.leases)
-		s.mu.Unlock()
+	s.opsMu.Lock()
+	defer s.opsMu.Unlock()
+	s.closed = true
+	for s.ops > 0 {
+		s.opsDone.Wait()
 	}
+	if s.fdsShut {
+		return nil
+	}
+	s.fdsShut = true
+	s.closeFds() // closing lockFd releases the flock
+	// Leases released from now on get ErrClosed, and the next Open
+	// removes their clones: nothing keeps the filesystem busy.
+	s.mu.Lock()
+	for l := range s.leases {
+		l.vol.close()
+	}
+	clear(s.leases)
+	s.mu.Unlock()
 	return nil
 }
 
 // enter marks the start of an operation; the returned function its end.
+// It fails with ErrClosed once Close has been called.
 func (s *Store) enter() (leave func(), err error) {
-	s.ops.RLock()
+	s.opsMu.Lock()
+	defer s.opsMu.Unlock()
 	if s.closed {
-		s.ops.RUnlock()
 		return nil, ErrClosed
 	}
-	return s.ops.RUnlock, nil
+	s.ops++
+	return s.leave, nil
+}
+
+func (s *Store) leave() {
+	s.opsMu.Lock()
+	if s.ops--; s.ops == 0 && s.closed {
+		s.opsDone.Broadcast()
+	}
+	s.opsMu.Unlock()
 }
 
 // Root returns the store's root directory (absolute).
@@ -299,13 +595,20 @@ func (s *Store) Root() string { return s.root }
 // (for its database).
 func (s *Store) StateDir() string { return filepath.Join(s.root, stateDir) }
 
+// tmpName returns a fresh temporary name: prefix, the Open's random
+// nonce and a sequence number. Unique across Opens, so that a process a
+// killed builder left behind, still writing to its old work path, finds
+// that path gone for good rather than reused by a later build.
 func (s *Store) tmpName(prefix string) string {
-	return prefix + strconv.FormatUint(s.seq.Add(1), 10)
+	return prefix + s.nonce + strconv.FormatUint(s.seq.Add(1), 10)
 }
 
 // Result returns the path of result id, a read-only subvolume, or an error
-// matching fs.ErrNotExist when there is none. It is O(1): two statx calls,
-// whatever the number of results.
+// matching fs.ErrNotExist when there is none. The path leads to the
+// store's result: if a build step planted a mount or symlink over
+// root/result, it is repaired first (see Build), or the error matches
+// ErrWorkReplaced. It is O(1): three statx calls, whatever the number of
+// results.
 func (s *Store) Result(id string) (string, error) {
 	if err := validID(id); err != nil {
 		return "", err
@@ -315,11 +618,16 @@ func (s *Store) Result(id string) (string, error) {
 		return "", err
 	}
 	defer leave()
-	return s.result(id)
+	p, err := s.result(id)
+	if err == nil {
+		if err = s.checkDir(&s.dirResult); err != nil {
+			return "", &fs.PathError{Op: "result", Path: id, Err: err}
+		}
+	}
+	return p, err
 }
 
-// result is Result for callers that have entered already: entering twice
-// could deadlock against a waiting Close (sync.RWMutex). The path it
+// result is Result for callers that have entered already. The path it
 // returns leads to the result and nowhere else: result/<id> must be a
 // directory (not a symlink a build step planted) and neither it nor its
 // snapshot a mount point.
@@ -349,7 +657,9 @@ func (s *Store) resultExists(id string) bool {
 
 // LogFile returns the path of the log of result id if the result exists,
 // else that of the build of id in progress (which may not exist yet). It
-// does not check that the file exists.
+// does not check that the file exists, but that the path leads to the
+// store's result or work directory, as Result does (ErrWorkReplaced when
+// it cannot be made to).
 func (s *Store) LogFile(id string) (string, error) {
 	if err := validID(id); err != nil {
 		return "", err
@@ -360,17 +670,27 @@ func (s *Store) LogFile(id string) (string, error) {
 	}
 	defer leave()
 	if p, err := s.result(id); err == nil {
+		if err := s.checkDir(&s.dirResult); err != nil {
+			return "", &fs.PathError{Op: "log", Path: id, Err: err}
+		}
 		return filepath.Join(p, "log"), nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", err
 	}
 	s.mu.Lock()
-	work, ok := s.running[id]
+	b, ok := s.running[id]
 	s.mu.Unlock()
 	if !ok {
 		return "", &fs.PathError{Op: "log", Path: id, Err: fs.ErrNotExist}
 	}
-	return filepath.Join(work, "log"), nil
+	if !leadsTo(b.path, b.id) {
+		// A mount or symlink on result-tmp is repaired; one a step put
+		// on its own work directory is its own business.
+		if err := s.checkDir(&s.dirResultTmp); err != nil || !leadsTo(b.path, b.id) {
+			return "", &fs.PathError{Op: "log", Path: id, Err: fmt.Errorf("%w: %s does not lead to the build's work directory", ErrWorkReplaced, b.path)}
+		}
+	}
+	return filepath.Join(b.path, "log"), nil
 }
 
 // Delete removes result id; an absent result is not an error. The result
