@@ -129,7 +129,9 @@ type receiver struct {
 //
 // Errors: malformed streams match sendstream.ErrCorrupt and fs.ErrInvalid,
 // truncated ones io.ErrUnexpectedEOF, unsafe paths ErrUnsafePath, unknown
-// parents and clone sources ErrUnknownSource (fs.ErrNotExist).
+// parents and clone sources ErrUnknownSource (fs.ErrNotExist), a zstd
+// extent to write decompressed without Options.Zstd ErrNoDecompressor
+// (errors.ErrUnsupported).
 //
 // Privilege: CAP_SYS_ADMIN, for SET_RECEIVED_SUBVOL (without it Apply
 // returns ErrNeedsPrivilege before touching the disk), ENCODED_WRITE (else
