@@ -22,6 +22,12 @@ type ImportOptions struct {
 	// TrustedKeys are the keys whose signatures Import accepts. None:
 	// every Import fails with ErrUntrusted.
 	TrustedKeys []ed25519.PublicKey
+	// Zstd decompresses zstd extents that the kernel refuses to take
+	// compressed (see receive.Options.Zstd: pass zstd.Decompress from
+	// github.com/btrstore/btrstore/receive/zstd). Nil: such an extent
+	// fails the Import (receive.ErrNoDecompressor); with CAP_SYS_ADMIN
+	// on Linux 5.18 or later the kernel takes them as they are.
+	Zstd receive.Decompressor
 }
 
 // maxChain bounds the parents an Import follows: a longer chain (or one
@@ -150,7 +156,7 @@ func (s *Store) importID(ctx context.Context, id string, src remote.Remote, opts
 		return err
 	}
 	defer unix.Close(stageFd)
-	if received, err = receiveVerified(ctx, &m, src, stageFd, sources); err != nil {
+	if received, err = receiveVerified(ctx, &m, src, stageFd, sources, opts.Zstd); err != nil {
 		return err
 	}
 	if err := setBase(stageFd, parentID(m.Parent)); err != nil {
@@ -261,7 +267,7 @@ func (s *Store) parentSources(ctx context.Context, m *remote.Manifest, src remot
 	if err != nil {
 		return nil, nothing, err
 	}
-	if _, err := receiveVerified(ctx, &pm, src, dirFd, psrc); err != nil {
+	if _, err := receiveVerified(ctx, &pm, src, dirFd, psrc, opts.Zstd); err != nil {
 		unix.Close(dirFd)
 		return nil, nothing, fmt.Errorf("parent %s: %w", p.ID, err)
 	}
@@ -274,10 +280,11 @@ func fdDir(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // receiveVerified receives m's stream from src into the directory open as
 // dirFd, with sources as receive.Apply's sources, checking the stream
-// against m to its very end, and checks what arrived: one read-only
+// against m to its very end (zstd decompresses what the kernel does not
+// take compressed), and checks what arrived: one read-only
 // subvolume "snapshot" with m's identity as its received UUID. It returns
 // the stream's size.
-func receiveVerified(ctx context.Context, m *remote.Manifest, src remote.Remote, dirFd int, sources []string) (int64, error) {
+func receiveVerified(ctx context.Context, m *remote.Manifest, src remote.Remote, dirFd int, sources []string, zstd receive.Decompressor) (int64, error) {
 	rc, err := src.GetBlob(ctx, m.Blob)
 	if err != nil {
 		return 0, fmt.Errorf("stream of %s: %w", m.ID, err)
@@ -285,7 +292,7 @@ func receiveVerified(ctx context.Context, m *remote.Manifest, src remote.Remote,
 	defer rc.Close()
 	counted := &countingReader{r: rc}
 	vr := m.VerifyingReader(counted)
-	got, err := receive.Apply(ctx, vr, fdDir(dirFd), receive.Options{Sources: sources})
+	got, err := receive.Apply(ctx, vr, fdDir(dirFd), receive.Options{Sources: sources, Zstd: zstd})
 	if err == nil || (ctx.Err() == nil && !errors.Is(err, ErrUntrusted)) {
 		// The receiver stops at the stream's end command, or at what it
 		// took for corruption: only the digest of the whole blob says

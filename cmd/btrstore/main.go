@@ -44,6 +44,7 @@ import (
 
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/kernel"
+	"github.com/btrstore/btrstore/receive/zstd"
 	"github.com/btrstore/btrstore/remote"
 	"github.com/btrstore/btrstore/remote/s3"
 	"github.com/btrstore/btrstore/store"
@@ -139,7 +140,7 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 			return err
 		}
 		return withRemote(ctx, cmd, open, &rf, env, fl.Args(), stdout, func(s *store.Store, r remote.Remote, id string) error {
-			return s.Import(ctx, id, r, store.ImportOptions{TrustedKeys: keys})
+			return s.Import(ctx, id, r, store.ImportOptions{TrustedKeys: keys, Zstd: zstd.Decompress})
 		})
 	case "prune":
 		// TODO(issue 13): store.Prune is not on main yet (branch builder).

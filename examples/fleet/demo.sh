@@ -25,7 +25,7 @@ for h in a b; do
 	mount -o loop "$d/$h.img" "$d/$h"
 	mkdir "$d/$h/store"
 done
-$GO build -o "$d/btrstore" ./cmd/btrstore
+(cd cmd/btrstore && $GO build -o "$d/btrstore" .)
 $GO build -o "$d/builder" ./examples/builder
 
 gw=$(command -v versitygw || echo "$($GO env GOPATH | cut -d: -f1)/bin/versitygw")

@@ -17,7 +17,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
-	"github.com/btrstore/btrstore/internal/s3test"
+	"github.com/btrstore/btrstore/remote/s3/s3test"
 	"github.com/btrstore/btrstore/internal/treecmp"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/remote"
