@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
-	"github.com/btrstore/btrstore/remote/s3/s3test"
 	"github.com/btrstore/btrstore/remote"
 	"github.com/btrstore/btrstore/remote/s3"
+	"github.com/btrstore/btrstore/remote/s3/s3test"
 	"github.com/btrstore/btrstore/store"
 )
 

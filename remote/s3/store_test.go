@@ -17,11 +17,11 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
-	"github.com/btrstore/btrstore/remote/s3/s3test"
 	"github.com/btrstore/btrstore/internal/treecmp"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/remote"
 	"github.com/btrstore/btrstore/remote/s3"
+	"github.com/btrstore/btrstore/remote/s3/s3test"
 	"github.com/btrstore/btrstore/store"
 )
 
