@@ -1,12 +1,23 @@
 package store
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/btrstore/btrstore/ioctl"
+	"github.com/go-logr/logr"
 )
 
 // checkInvariants fails t unless the store at root is in the state Open
@@ -184,4 +195,385 @@ func invErrString(err error) string {
 		return "none"
 	}
 	return err.Error()
+}
+
+// What follows is shared by the crash test and the soak (soak_test.go,
+// build tag soak): the files a child writes into results and caches and
+// how the parent checks them, the child's operation log, what the parent
+// sees on disk after a kill, and what Open repairs.
+
+// Files of a result and of a cache version.
+const (
+	crashFiles      = 20 // files per result, plus "base" and "DONE"
+	crashCacheFiles = 10 // files per cache version, plus "sum"
+	payloadName     = "payload"
+)
+
+func crashFileName(i int) string { return fmt.Sprintf("f%02d", i) }
+
+// crashContent is the content of file i of result id.
+func crashContent(id string, i int) []byte {
+	return bytes.Repeat(fmt.Appendf(nil, "%s/%02d\n", id, i), 100)
+}
+
+// crashWriteResult is the build function: it checks that a work dir made
+// from base holds base's files, then writes id's files, syncing some, and
+// "DONE" last.
+func crashWriteResult(dir, id, base string, hook func(string)) error {
+	hook("in-fn-start")
+	if base != "" {
+		if err := verifyResult(dir, base, false); err != nil {
+			return fmt.Errorf("work dir of %s from base %s: %w", id, base, err)
+		}
+		if err := os.Remove(filepath.Join(dir, "DONE")); err != nil {
+			return err
+		}
+	}
+	for i := range crashFiles {
+		if err := crashWrite(filepath.Join(dir, crashFileName(i)), crashContent(id, i), i%5 == 4); err != nil {
+			return err
+		}
+		if i == crashFiles/2 {
+			hook("in-fn-after-write")
+		}
+	}
+	if err := crashWrite(filepath.Join(dir, "base"), []byte(base), false); err != nil {
+		return err
+	}
+	if err := crashWrite(filepath.Join(dir, "DONE"), []byte(id), true); err != nil {
+		return err
+	}
+	hook("in-fn-end")
+	return nil
+}
+
+// verifyResult checks that dir holds exactly the files of result id: the
+// crash test's, and with payload the soak's payload too.
+func verifyResult(dir, id string, payload bool) error {
+	names, err := invNames(dir)
+	if err != nil {
+		return err
+	}
+	want := []string{"DONE", "base"}
+	if payload {
+		want = append(want, payloadName)
+	}
+	for i := range crashFiles {
+		want = append(want, crashFileName(i))
+	}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		return fmt.Errorf("holds %v, want %v", names, want)
+	}
+	for i := range crashFiles {
+		b, err := os.ReadFile(filepath.Join(dir, crashFileName(i)))
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(b, crashContent(id, i)) {
+			return fmt.Errorf("%s: wrong content %.40q...", crashFileName(i), b)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "DONE")); err != nil || string(b) != id {
+		return fmt.Errorf("DONE = %q, %v; want %q", b, err, id)
+	}
+	if !payload {
+		return nil
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, payloadName)); err != nil || !bytes.Equal(b, resultPayload(id)) {
+		return fmt.Errorf("%s: %d bytes, %v; not %s's", payloadName, len(b), err, id)
+	}
+	return nil
+}
+
+// resultPayload is the content of a soak result's payload file:
+// 16-512 KiB of pseudo-random bytes (real data extents, unlike the crash
+// test's small files, which btrfs keeps inline in the metadata).
+func resultPayload(id string) []byte {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	rng := rand.New(rand.NewPCG(h.Sum64(), 0))
+	b := make([]byte, 16<<10+rng.IntN(496<<10))
+	for i := 0; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
+	}
+	return b
+}
+
+// crashCacheContent is the content of file i of cache version v.
+func crashCacheContent(v, i int) []byte {
+	return bytes.Repeat(fmt.Appendf(nil, "version %d file %d\n", v, i), 50)
+}
+
+func crashCacheSum(files [][]byte) string {
+	h := sha256.New()
+	for _, f := range files {
+		h.Write(f)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// crashWriteCache rewrites the clone dir as version v, "sum" last.
+func crashWriteCache(dir string, v int, hook func(string)) error {
+	var files [][]byte
+	for i := range crashCacheFiles {
+		c := crashCacheContent(v, i)
+		files = append(files, c)
+		if err := crashWrite(filepath.Join(dir, fmt.Sprintf("v%02d", i)), c, i%4 == 3); err != nil {
+			return err
+		}
+		if i == crashCacheFiles/2 {
+			hook("in-clone-write")
+		}
+	}
+	return crashWrite(filepath.Join(dir, "sum"), []byte(crashCacheSum(files)), true)
+}
+
+// crashCacheVersion returns the version a cache (or clone) dir holds: 0 if
+// it is empty, else the version all its files agree on, checked against
+// "sum". Anything else is an error.
+func crashCacheVersion(dir string) (int, error) {
+	names, err := invNames(dir)
+	if err != nil || len(names) == 0 {
+		return 0, err
+	}
+	want := []string{"sum"}
+	for i := range crashCacheFiles {
+		want = append(want, fmt.Sprintf("v%02d", i))
+	}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		return 0, fmt.Errorf("holds %v, want %v", names, want)
+	}
+	version := -1
+	var files [][]byte
+	for i := range crashCacheFiles {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("v%02d", i)))
+		if err != nil {
+			return 0, err
+		}
+		var v, j int
+		if _, err := fmt.Sscanf(string(b), "version %d file %d\n", &v, &j); err != nil || j != i || !bytes.Equal(b, crashCacheContent(v, i)) {
+			return 0, fmt.Errorf("v%02d: bad content %.40q...", i, b)
+		}
+		if version >= 0 && v != version {
+			return 0, fmt.Errorf("mixed versions: v00..v%02d hold %d, v%02d holds %d", i-1, version, i, v)
+		}
+		version = v
+		files = append(files, b)
+	}
+	sum, err := os.ReadFile(filepath.Join(dir, "sum"))
+	if err != nil {
+		return 0, err
+	}
+	if string(sum) != crashCacheSum(files) {
+		return 0, fmt.Errorf("sum %.16s... does not match version %d's files", sum, version)
+	}
+	return version, nil
+}
+
+func crashWrite(path string, content []byte, sync bool) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(content)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// opLog is a child's log of its operations, in the store's state
+// directory, read by the parent after the kill.
+type opLog struct{ f *os.File }
+
+// openOpLog opens (creates) the log name in s's state directory for
+// appending. It is never closed: the child ends by SIGKILL.
+func openOpLog(s *Store, name string) (*opLog, error) {
+	f, err := os.OpenFile(filepath.Join(s.StateDir(), name), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	return &opLog{f}, err
+}
+
+// note appends a line to the log, in one write (SIGKILL cannot split it),
+// and syncs it.
+func (l *opLog) note(format string, a ...any) {
+	if _, err := l.f.Write(fmt.Appendf(nil, format+"\n", a...)); err != nil {
+		panic(err)
+	}
+	if err := l.f.Sync(); err != nil {
+		panic(err)
+	}
+}
+
+// observed is what the parent sees on disk.
+type observed struct {
+	results   []string       // ids, sorted
+	caches    map[string]int // escaped name -> version, for the caches present
+	leftovers []string       // entries of result-tmp, cache-tmp, cache/t-*
+	tmpTree   []string       // entries of result-tmp and cache-tmp, two levels deep
+}
+
+// cache returns the version cache name holds (0 if empty), and whether it
+// is present.
+func (o observed) cache(name string) (version int, present bool) {
+	version, present = o.caches[Escape(name)]
+	return version, present
+}
+
+// observe checks the layout (allowing leftovers or not) and the content of
+// every result (with a payload if payload) and of the caches named caches,
+// and returns what it saw.
+func observe(tb testing.TB, root string, leftovers, payload bool, caches []string) observed {
+	tb.Helper()
+	if leftovers {
+		checkLayout(tb, root, true)
+	} else {
+		checkInvariants(tb, root)
+	}
+	st := observed{caches: map[string]int{}}
+	for _, id := range invReadDir(tb, filepath.Join(root, resultDir)) {
+		if err := verifyResult(filepath.Join(root, resultDir, id, snapshotName), id, payload); err != nil {
+			tb.Errorf("invariant: result %s is not complete: %v", id, err)
+		}
+		st.results = append(st.results, id)
+	}
+	known := map[string]string{}
+	for _, name := range caches {
+		known[Escape(name)] = name
+	}
+	for _, entry := range invReadDir(tb, filepath.Join(root, cacheDir)) {
+		switch name, ok := known[entry]; {
+		case ok:
+			v, err := crashCacheVersion(filepath.Join(root, cacheDir, entry))
+			if err != nil {
+				tb.Errorf("invariant: cache %s is not a complete version: %v", name, err)
+			}
+			st.caches[entry] = v
+		case strings.HasPrefix(entry, "c-"):
+			tb.Errorf("invariant: unexpected cache %s", entry)
+		default:
+			st.leftovers = append(st.leftovers, cacheDir+"/"+entry)
+		}
+	}
+	for _, dir := range []string{resultTmpDir, cacheTmpDir} {
+		for _, name := range invReadDir(tb, filepath.Join(root, dir)) {
+			st.leftovers = append(st.leftovers, dir+"/"+name)
+			st.tmpTree = append(st.tmpTree, dir+"/"+name)
+			inner, _ := invNames(filepath.Join(root, dir, name)) // nil for a file
+			for _, n := range inner {
+				st.tmpTree = append(st.tmpTree, dir+"/"+name+"/"+n)
+			}
+		}
+	}
+	return st
+}
+
+// checkOpen fails tb unless Open, which found pre and left post, changed
+// nothing complete (it may publish a result a build had frozen when it was
+// killed: published), logged one removal per leftover, and logged no
+// VIOLATION or unknown repair. what prefixes the messages.
+func checkOpen(tb testing.TB, what string, pre, post observed, repairs, published []string) {
+	tb.Helper()
+	wantResults := slices.Sorted(slices.Values(append(slices.Clone(pre.results), published...)))
+	if !slices.Equal(wantResults, post.results) || !maps.Equal(pre.caches, post.caches) {
+		tb.Errorf("%sOpen changed complete data: results %v -> %v (published %v), caches %v -> %v",
+			what, pre.results, post.results, published, pre.caches, post.caches)
+	}
+	if removals := len(repairs) - len(published); removals != len(pre.leftovers) {
+		tb.Errorf("%s%d leftovers %v, but Open logged %d removals %v", what, len(pre.leftovers), pre.leftovers, removals, repairs)
+	}
+	for _, kind := range repairs {
+		if strings.Contains(kind, "VIOLATION") || strings.HasPrefix(kind, "other") {
+			tb.Errorf("%srepair %s", what, kind)
+		}
+	}
+}
+
+// Kinds of repair, from Open's log.
+const (
+	repairBuild      = "result-tmp/b* (build in progress)"
+	repairDelete     = "result-tmp/d* (delete in progress)"
+	repairClone      = "cache-tmp/k* (cache clone)"
+	repairCacheTmp   = "cache/t-* (cache version being made or swapped)"
+	repairIncomplete = "result/<id> incomplete (VIOLATION)"
+	repairPublish    = "result-tmp/b*/out/<id> published (frozen before the kill)"
+	repairCache      = "cache/c-* not read-only (VIOLATION)"
+)
+
+// repairSink is a logr sink that records Open's repairs (V(0) messages).
+type repairSink struct {
+	t         testing.TB
+	mu        sync.Mutex // guards repairs and published
+	repairs   []string
+	published []string // ids of results Open published from result-tmp
+}
+
+func (r *repairSink) Init(logr.RuntimeInfo)          {}
+func (r *repairSink) Enabled(level int) bool         { return level == 0 }
+func (r *repairSink) WithValues(...any) logr.LogSink { return r }
+func (r *repairSink) WithName(string) logr.LogSink   { return r }
+func (r *repairSink) Error(err error, msg string, kv ...any) {
+	r.t.Errorf("open logged an error: %s: %v %s", msg, err, crashKV(kv))
+}
+
+func (r *repairSink) Info(_ int, msg string, kv ...any) {
+	r.t.Logf("open: %s %s", msg, crashKV(kv))
+	vals := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		vals[fmt.Sprint(kv[i])] = fmt.Sprint(kv[i+1])
+	}
+	var kind string
+	switch entry := vals["entry"]; {
+	case msg == "removing left-over entry" && vals["dir"] == resultTmpDir && strings.HasPrefix(entry, "b"):
+		kind = repairBuild
+	case msg == "removing left-over entry" && vals["dir"] == resultTmpDir && strings.HasPrefix(entry, "d"):
+		kind = repairDelete
+	case msg == "removing left-over entry" && vals["dir"] == cacheTmpDir && strings.HasPrefix(entry, "k"):
+		kind = repairClone
+	case msg == "removing left-over cache entry" && strings.HasPrefix(entry, "t-"):
+		kind = repairCacheTmp
+	case msg == "removing left-over cache entry":
+		kind = repairCache
+	case msg == "removing incomplete result":
+		kind = repairIncomplete
+	case msg == "published a result frozen before a crash":
+		kind = repairPublish
+		r.mu.Lock()
+		r.published = append(r.published, vals["id"])
+		r.mu.Unlock()
+	default:
+		kind = "other: " + msg + " " + crashKV(kv)
+	}
+	r.mu.Lock()
+	r.repairs = append(r.repairs, kind)
+	r.mu.Unlock()
+}
+
+// crashKV formats logr key/value pairs.
+func crashKV(kv []any) string {
+	var b strings.Builder
+	for i, v := range kv {
+		if i%2 == 1 {
+			b.WriteByte('=')
+		} else if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprint(&b, v)
+	}
+	return b.String()
+}
+
+// take returns the repairs logged since the last call, and the ids of the
+// results among them that Open published.
+func (r *repairSink) take() (repairs, published []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	repairs, published = r.repairs, r.published
+	r.repairs, r.published = nil, nil
+	slices.Sort(repairs)
+	return repairs, published
 }

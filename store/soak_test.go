@@ -5,18 +5,15 @@ package store
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"io/fs"
 	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -90,7 +87,6 @@ const (
 	soakEarlyKill   = 20      // one round in this many kills the child at start
 	soakMaxBadRuns  = 10      // consecutive rounds with violations that stop the soak
 	soakVersionStep = 1_000_000
-	soakPayloadName = "payload"
 )
 
 // soakCaches are the shared caches; the last one needs escaping.
@@ -103,8 +99,8 @@ func init() { btrfstest.Register(soakChildName, soakChild) }
 // soakWorker is the state the child's goroutines share.
 type soakWorker struct {
 	s        *Store
-	tag      int      // the round: makes ids and versions unique
-	log      *os.File // state/soak.log
+	tag      int    // the round: makes ids and versions unique
+	log      *opLog // state/soak.log
 	versions atomic.Int64
 
 	mu   sync.Mutex // guards live
@@ -131,8 +127,8 @@ func soakChild(args []string) error {
 	if err != nil {
 		return err
 	}
-	// Neither is closed: the process ends by SIGKILL.
-	logf, err := os.OpenFile(filepath.Join(s.StateDir(), soakLogName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	// Never closed: the process ends by SIGKILL.
+	logf, err := openOpLog(s, soakLogName)
 	if err != nil {
 		return err
 	}
@@ -153,17 +149,6 @@ func soakChild(args []string) error {
 	return <-errc
 }
 
-// note appends a line to the log, in one write (SIGKILL cannot split it),
-// and syncs it.
-func (w *soakWorker) note(format string, a ...any) {
-	if _, err := w.log.Write(fmt.Appendf(nil, format+"\n", a...)); err != nil {
-		panic(err)
-	}
-	if err := w.log.Sync(); err != nil {
-		panic(err)
-	}
-}
-
 // token returns a cache version or delete token unique over the soak.
 func (w *soakWorker) token() int {
 	return w.tag*soakVersionStep + int(w.versions.Add(1))
@@ -177,11 +162,11 @@ func (w *soakWorker) builder(ctx context.Context, g int, rng *rand.Rand) error {
 			return err
 		}
 		for _, victim := range w.victims(rng) {
-			w.note("delete-start %s", victim)
+			w.log.note("delete-start %s", victim)
 			if err := w.s.Delete(ctx, victim); err != nil {
 				return err
 			}
-			w.note("deleted %s", victim)
+			w.log.note("deleted %s", victim)
 		}
 		if rng.IntN(2) == 0 {
 			if err := w.useCache(ctx, soakCaches[rng.IntN(len(soakCaches))], rng); err != nil {
@@ -191,11 +176,11 @@ func (w *soakWorker) builder(ctx context.Context, g int, rng *rand.Rand) error {
 		if rng.IntN(40) == 0 {
 			name := soakCaches[rng.IntN(len(soakCaches))]
 			v := w.token()
-			w.note("deletecache-start %s %d", Escape(name), v)
+			w.log.note("deletecache-start %s %d", Escape(name), v)
 			if err := w.s.DeleteCache(ctx, name); err != nil {
 				return err
 			}
-			w.note("cache-deleted %s %d", Escape(name), v)
+			w.log.note("cache-deleted %s %d", Escape(name), v)
 		}
 	}
 }
@@ -209,21 +194,21 @@ func (w *soakWorker) build(ctx context.Context, id string, rng *rand.Rand) error
 	}
 	w.mu.Unlock()
 	ran := false
-	w.note("build-start %s", id)
+	w.log.note("build-start %s", id)
 	err := w.s.Build(ctx, id, base, func(_ context.Context, dir string) error {
 		ran = true
 		return soakWriteResult(dir, id, base)
 	})
 	switch {
 	case err == nil:
-		w.note("done %s", id)
+		w.log.note("done %s", id)
 		w.mu.Lock()
 		w.live = append(w.live, id)
 		w.mu.Unlock()
 	case !ran && base != "" && errors.Is(err, fs.ErrNotExist) && !w.isLive(base):
 		// Another builder deleted the base before this build's snapshot
 		// of it began (once it begins, Delete waits for it).
-		w.note("build-failed %s", id)
+		w.log.note("build-failed %s", id)
 	default:
 		return fmt.Errorf("build %s on base %q: %w", id, base, err)
 	}
@@ -263,7 +248,7 @@ func (w *soakWorker) useCache(ctx context.Context, name string, rng *rand.Rand) 
 	if rng.IntN(2) == 0 {
 		owner = Owner{UID: 65534, GID: 65534}
 	}
-	w.note("cache-start %s %d", entry, v)
+	w.log.note("cache-start %s %d", entry, v)
 	lease, err := w.s.Cache(ctx, name, owner)
 	if err != nil {
 		return err
@@ -280,16 +265,16 @@ func (w *soakWorker) useCache(ctx context.Context, name string, rng *rand.Rand) 
 	if err != nil {
 		return fmt.Errorf("clone of cache %q: %w", name, err)
 	}
-	w.note("cloned %s %d %d", entry, v, parent)
+	w.log.note("cloned %s %d %d", entry, v, parent)
 	if err := crashWriteCache(lease.Path(), v, func(string) {}); err != nil {
 		return err
 	}
 	time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond)
-	w.note("release-start %s %d", entry, v)
+	w.log.note("release-start %s %d", entry, v)
 	if err := lease.Release(ctx); err != nil {
 		return err
 	}
-	w.note("released %s %d", entry, v)
+	w.log.note("released %s %d", entry, v)
 	return nil
 }
 
@@ -297,40 +282,26 @@ func (w *soakWorker) useCache(ctx context.Context, name string, rng *rand.Rand) 
 func (w *soakWorker) completer(ctx context.Context, rng *rand.Rand) error {
 	for {
 		time.Sleep(100*time.Millisecond + time.Duration(rng.Int64N(int64(500*time.Millisecond))))
-		w.note("completedeletes-start")
+		w.log.note("completedeletes-start")
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		err := w.s.CompleteDeletes(cctx)
 		cancel()
 		if err != nil {
-			w.note("completedeletes-failed %s", strconv.Quote(err.Error()))
+			w.log.note("completedeletes-failed %s", strconv.Quote(err.Error()))
 			continue
 		}
-		w.note("completedeletes-done")
+		w.log.note("completedeletes-done")
 	}
-}
-
-// soakPayload is the content of result id's payload file: 16-512 KiB of
-// pseudo-random bytes (real data extents, unlike the crash test's small
-// files, which btrfs keeps inline in the metadata).
-func soakPayload(id string) []byte {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	rng := rand.New(rand.NewPCG(h.Sum64(), 0))
-	b := make([]byte, 16<<10+rng.IntN(496<<10))
-	for i := 0; i+8 <= len(b); i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
-	}
-	return b
 }
 
 // soakWriteResult is the build function: crashWriteResult (which checks
 // that the work dir holds base's files, then writes id's), plus the
 // payload, checked and replaced the same way.
 func soakWriteResult(dir, id, base string) error {
-	payload := filepath.Join(dir, soakPayloadName)
+	payload := filepath.Join(dir, payloadName)
 	if base != "" {
-		if b, err := os.ReadFile(payload); err != nil || !bytes.Equal(b, soakPayload(base)) {
-			return fmt.Errorf("work dir of %s from base %s: %s: %d bytes, %v; not the base's", id, base, soakPayloadName, len(b), err)
+		if b, err := os.ReadFile(payload); err != nil || !bytes.Equal(b, resultPayload(base)) {
+			return fmt.Errorf("work dir of %s from base %s: %s: %d bytes, %v; not the base's", id, base, payloadName, len(b), err)
 		}
 		if err := os.Remove(payload); err != nil {
 			return err
@@ -339,40 +310,7 @@ func soakWriteResult(dir, id, base string) error {
 	if err := crashWriteResult(dir, id, base, func(string) {}); err != nil {
 		return err
 	}
-	return crashWrite(payload, soakPayload(id), true)
-}
-
-// soakVerifyResult is crashVerifyResult for results with a payload: it
-// checks that dir holds exactly the files of result id.
-func soakVerifyResult(dir, id string) error {
-	names, err := invNames(dir)
-	if err != nil {
-		return err
-	}
-	want := []string{"DONE", "base", soakPayloadName}
-	for i := range crashFiles {
-		want = append(want, crashFileName(i))
-	}
-	slices.Sort(want)
-	if !slices.Equal(names, want) {
-		return fmt.Errorf("holds %v, want %v", names, want)
-	}
-	for i := range crashFiles {
-		b, err := os.ReadFile(filepath.Join(dir, crashFileName(i)))
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(b, crashContent(id, i)) {
-			return fmt.Errorf("%s: wrong content %.40q...", crashFileName(i), b)
-		}
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "DONE")); err != nil || string(b) != id {
-		return fmt.Errorf("DONE = %q, %v; want %q", b, err, id)
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, soakPayloadName)); err != nil || !bytes.Equal(b, soakPayload(id)) {
-		return fmt.Errorf("%s: %d bytes, %v; not %s's", soakPayloadName, len(b), err, id)
-	}
-	return nil
+	return crashWrite(payload, resultPayload(id), true)
 }
 
 // soakAbort is the panic with which soakTB's Fatal ends the current check.
@@ -436,57 +374,6 @@ func (s soakTB) Logf(format string, args ...any) {
 	if !s.quiet {
 		s.TB.Logf(format, args...)
 	}
-}
-
-// soakState is what the parent sees on disk: crashState generalized to
-// several caches.
-type soakState struct {
-	results   []string       // ids, sorted
-	caches    map[string]int // escaped name -> version, for the caches present
-	leftovers []string       // entries of result-tmp, cache-tmp, cache/t-*
-}
-
-// soakObserve is crashObserve for several caches and any testing.TB: it
-// checks the layout (allowing leftovers or not) and the content of every
-// result and cache, and returns what it saw.
-func soakObserve(tb testing.TB, root string, leftovers bool) soakState {
-	tb.Helper()
-	if leftovers {
-		checkLayout(tb, root, true)
-	} else {
-		checkInvariants(tb, root)
-	}
-	st := soakState{caches: map[string]int{}}
-	for _, id := range invReadDir(tb, filepath.Join(root, resultDir)) {
-		if err := soakVerifyResult(filepath.Join(root, resultDir, id, snapshotName), id); err != nil {
-			tb.Errorf("invariant: result %s is not complete: %v", id, err)
-		}
-		st.results = append(st.results, id)
-	}
-	known := map[string]bool{}
-	for _, name := range soakCaches {
-		known[Escape(name)] = true
-	}
-	for _, name := range invReadDir(tb, filepath.Join(root, cacheDir)) {
-		switch {
-		case known[name]:
-			v, err := crashCacheVersion(filepath.Join(root, cacheDir, name))
-			if err != nil {
-				tb.Errorf("invariant: cache %s is not a complete version: %v", name, err)
-			}
-			st.caches[name] = v
-		case strings.HasPrefix(name, "c-"):
-			tb.Errorf("invariant: unexpected cache %s", name)
-		default:
-			st.leftovers = append(st.leftovers, cacheDir+"/"+name)
-		}
-	}
-	for _, dir := range []string{resultTmpDir, cacheTmpDir} {
-		for _, name := range invReadDir(tb, filepath.Join(root, dir)) {
-			st.leftovers = append(st.leftovers, dir+"/"+name)
-		}
-	}
-	return st
 }
 
 // soakCounts are the operations the child logged as done.
@@ -667,7 +554,7 @@ func (m *soakModel) apply(tb testing.TB, line string) {
 
 // check compares the disk, seen right after the kill, with the log, then
 // settles what was pending at the kill according to what the disk shows.
-func (m *soakModel) check(tb testing.TB, st soakState) {
+func (m *soakModel) check(tb testing.TB, st observed) {
 	tb.Helper()
 	present := map[string]bool{}
 	for _, id := range st.results {
@@ -705,7 +592,7 @@ func (m *soakModel) check(tb testing.TB, st soakState) {
 
 // settle starts a new round from what the disk holds after Open, which
 // published the results in published.
-func (m *soakModel) settle(tb testing.TB, st soakState, published []string) {
+func (m *soakModel) settle(tb testing.TB, st observed, published []string) {
 	tb.Helper()
 	for _, id := range published {
 		if !m.unfinished[id] {
@@ -824,49 +711,20 @@ func (c *soakCacheModel) check(tb testing.TB, entry string, got, now int) {
 	}
 }
 
-// soakStart is crashStart for any registered child function: it starts
-// the test binary as the child registered as name, with args, and does not
-// wait for it.
-func soakStart(tb testing.TB, name string, args ...string) *crashChildRun {
-	tb.Helper()
-	c := &crashChildRun{ready: make(chan struct{}), done: make(chan error, 1)}
-	c.stdout.ready = c.ready
-	env := append(os.Environ(), crashChildEnv+"="+name,
-		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	c.cmd = &exec.Cmd{
-		Path:   "/proc/self/exe",
-		Args:   append([]string{os.Args[0], "-test.run=^$", "--"}, args...),
-		Env:    env,
-		Stdout: &c.stdout,
-		Stderr: &c.stderr,
-	}
-	c.start = time.Now()
-	if err := c.cmd.Start(); err != nil {
-		tb.Fatalf("start child %s: %v", name, err)
-	}
-	go func() { c.done <- c.cmd.Wait() }()
-	return c
-}
-
 // soakWait waits for a child that was sent SIGKILL and reports whether
 // SIGKILL ended it; a child that ended by itself (a store call failed, or
 // it panicked) is a worker error.
-func soakWait(v *soakViolations, c *crashChildRun) bool {
-	select {
-	case <-c.done:
-	case <-time.After(60 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.done
+func soakWait(v *soakViolations, c *btrfstest.Child) bool {
+	if !c.Wait(60 * time.Second) {
 		v.workerError("the worker was still running 60 s after SIGKILL")
 	}
-	if bytes.Contains(c.stderr.Bytes(), []byte("DATA RACE")) {
-		v.workerError(fmt.Sprintf("race in the worker:\n%s", c.stderr.Bytes()))
+	if c.Raced() {
+		v.workerError(fmt.Sprintf("race in the worker:\n%s", c.Stderr()))
 	}
-	ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+	if c.Killed() {
 		return true
 	}
-	v.workerError(fmt.Sprintf("the worker ended by itself (%v), not by SIGKILL; stderr:\n%s", c.cmd.ProcessState, c.stderr.Bytes()))
+	v.workerError(fmt.Sprintf("the worker ended by itself (%v), not by SIGKILL; stderr:\n%s", c.State(), c.Stderr()))
 	return false
 }
 
@@ -950,28 +808,26 @@ func TestSoak(t *testing.T) {
 	for rounds = 1; time.Since(began) < duration; rounds++ {
 		violations.round = rounds
 		before, errorsBefore := violations.n, violations.errors
-		c := soakStart(t, soakChildName, root, strconv.Itoa(rounds), strconv.FormatUint(rng.Uint64(), 10))
+		c := btrfstest.Start(t, soakChildName, nil, root, strconv.Itoa(rounds), strconv.FormatUint(rng.Uint64(), 10))
 		label := "running"
 		if rng.IntN(soakEarlyKill) == 0 {
 			label = "starting"
 			time.Sleep(time.Duration(rng.Int64N(int64(100 * time.Millisecond))))
 		} else {
 			select {
-			case <-c.ready:
-				startups = append(startups, time.Since(c.start))
-			case err := <-c.done:
-				c.done <- err
+			case <-c.Ready():
+				startups = append(startups, time.Since(c.Started))
+			case <-c.Exited():
 			case <-time.After(60 * time.Second):
 				violations.workerError("the worker was not ready 60 s after its start")
 			}
 			select {
 			case <-time.After(time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))):
-			case err := <-c.done:
-				c.done <- err
+			case <-c.Exited():
 			}
 		}
-		c.kill()
-		ranFor := time.Since(c.start)
+		c.Kill()
+		ranFor := time.Since(c.Started)
 		killed := soakWait(violations, c)
 		if killed {
 			kills++
@@ -1052,7 +908,7 @@ func TestSoak(t *testing.T) {
 func soakCheck(tb testing.TB, root string, model *soakModel, sink *repairSink, logPath string) (repairs []string, free float64, opened bool) {
 	tb.Helper()
 	sink.take() // drop what an aborted round left
-	pre := soakObserve(tb, root, true)
+	pre := observe(tb, root, true, true, soakCaches)
 	model.read(tb, logPath)
 	model.check(tb, pre)
 
@@ -1064,20 +920,8 @@ func soakCheck(tb testing.TB, root string, model *soakModel, sink *repairSink, l
 	}
 	defer s.Close()
 	repairs, published := sink.take()
-	post := soakObserve(tb, root, false) // includes checkInvariants and the content of published results
-	wantResults := slices.Sorted(slices.Values(append(slices.Clone(pre.results), published...)))
-	if !slices.Equal(wantResults, post.results) || !maps.Equal(pre.caches, post.caches) {
-		tb.Errorf("Open changed complete data: results %v -> %v (published %v), caches %v -> %v",
-			pre.results, post.results, published, pre.caches, post.caches)
-	}
-	if removals := len(repairs) - len(published); removals != len(pre.leftovers) {
-		tb.Errorf("%d leftovers %v, but Open logged %d removals %v", len(pre.leftovers), pre.leftovers, removals, repairs)
-	}
-	for _, kind := range repairs {
-		if strings.Contains(kind, "VIOLATION") || strings.HasPrefix(kind, "other") {
-			tb.Errorf("repair %s", kind)
-		}
-	}
+	post := observe(tb, root, false, true, soakCaches) // includes checkInvariants and the content of published results
+	checkOpen(tb, "", pre, post, repairs, published)
 	model.settle(tb, post, published)
 	if free, err = s.FreeSpace(ctx); err != nil {
 		tb.Errorf("FreeSpace: %v", err)
