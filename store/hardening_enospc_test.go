@@ -26,19 +26,13 @@ const hardFullSize = 256 << 20
 func TestFullDisk(t *testing.T) {
 	e := newHardEnv(t, "", btrfstest.Size(hardFullSize))
 	ctx := t.Context()
-	e.keep()
-	l, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(l.Path(), "v", "1"))
-	must(t, l.Release(ctx))
+	e.keepWithCache()
 	// A lease taken and written while there is space, released when
 	// there is none.
-	pending, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(pending.Path(), "v", "2"))
+	pending := e.pendingLease()
 
 	// A build that fills the disk fails with the step's ENOSPC.
-	err = e.buildErr("fill", "keep-a", fillData)
+	err := e.buildErr("fill", "keep-a", fillData)
 	wantErrno(t, syscall.ENOSPC, "Build that fills the data space", err)
 	e.noResult("fill")
 	e.noBuildTmp()
@@ -106,7 +100,7 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("free space %.1f%% after deleting, %.1f%% before", free2, free)
 	}
 	e.build("again", "keep-b", func(dir string) error { return writeFile(dir, "again", strings.Repeat("x", 1<<20)) })
-	l, err = e.s.Cache(ctx, "c", Owner{})
+	l, err := e.s.Cache(ctx, "c", Owner{})
 	must(t, err)
 	must(t, writeFile(l.Path(), "v", "3"))
 	must(t, l.Release(ctx))
@@ -124,11 +118,7 @@ func TestFullDisk(t *testing.T) {
 func TestFullDiskEverywhere(t *testing.T) {
 	e := newHardEnv(t, "")
 	ctx := t.Context()
-	e.keep()
-	l, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(l.Path(), "v", "1"))
-	must(t, l.Release(ctx))
+	e.keepWithCache()
 	injected := func(step string) error {
 		return &fs.PathError{Op: "injected", Path: step, Err: unix.ENOSPC}
 	}
@@ -183,7 +173,7 @@ func TestFullDiskEverywhere(t *testing.T) {
 		afterEach(step)
 	}
 	failAt("snapshot-clone")
-	_, err = e.s.Cache(ctx, "c", Owner{})
+	_, err := e.s.Cache(ctx, "c", Owner{})
 	wantErrno(t, syscall.ENOSPC, "Cache failing at snapshot-clone", err)
 	afterEach("snapshot-clone")
 

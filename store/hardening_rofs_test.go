@@ -23,14 +23,8 @@ import (
 func TestReadOnlyRemount(t *testing.T) {
 	e := newHardEnv(t, "")
 	ctx := t.Context()
-	e.keep()
-	l, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(l.Path(), "v", "1"))
-	must(t, l.Release(ctx))
-	pending, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(pending.Path(), "v", "2"))
+	e.keepWithCache()
+	pending := e.pendingLease()
 	// A deleted result whose cleanup the kernel has not finished when
 	// the filesystem goes read-only: many files take a while to drop.
 	e.build("doomed", "keep-a", func(dir string) error {
@@ -81,7 +75,7 @@ func TestReadOnlyRemount(t *testing.T) {
 		t.Errorf("a build step ran on a read-only filesystem")
 	}
 	wantErrno(t, syscall.EROFS, "Delete", e.s.Delete(ctx, "keep-b"))
-	_, err = e.s.Cache(ctx, "c", Owner{})
+	_, err := e.s.Cache(ctx, "c", Owner{})
 	wantErrno(t, syscall.EROFS, "Cache", err)
 	_, err = e.s.Cache(ctx, "new-cache", Owner{})
 	wantErrno(t, syscall.EROFS, "Cache of a new name", err)
@@ -136,7 +130,7 @@ func TestReadOnlyRemount(t *testing.T) {
 	}
 	must(t, e.s.CompleteDeletes(ctx))
 	e.build("after", "keep-b", func(dir string) error { return writeFile(dir, "a", "a") })
-	l, err = e.s.Cache(ctx, "c", Owner{})
+	l, err := e.s.Cache(ctx, "c", Owner{})
 	must(t, err)
 	must(t, writeFile(l.Path(), "v", "3"))
 	must(t, l.Release(ctx))

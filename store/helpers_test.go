@@ -67,16 +67,12 @@ func subvolumes(t testing.TB, root string) []string {
 	return out
 }
 
-// entries lists a directory.
+// entries lists a directory, sorted.
 func entries(t testing.TB, dir string) []string {
 	t.Helper()
-	es, err := os.ReadDir(dir)
+	names, err := invNames(dir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range es {
-		names = append(names, e.Name())
 	}
 	return names
 }
@@ -296,6 +292,26 @@ func (e *hardEnv) keep() {
 		return writeFile(dir, "d/a", "kept a")
 	})
 	e.build("keep-b", "keep-a", func(dir string) error { return writeFile(dir, "b", "kept b") })
+}
+
+// keepWithCache is keep, plus cache c saved with "1" in its file v.
+func (e *hardEnv) keepWithCache() {
+	e.t.Helper()
+	e.keep()
+	l, err := e.s.Cache(e.t.Context(), "c", Owner{})
+	must(e.t, err)
+	must(e.t, writeFile(l.Path(), "v", "1"))
+	must(e.t, l.Release(e.t.Context()))
+}
+
+// pendingLease leases cache c and writes "2" into the clone's file v; the
+// caller releases it.
+func (e *hardEnv) pendingLease() *CacheLease {
+	e.t.Helper()
+	l, err := e.s.Cache(e.t.Context(), "c", Owner{})
+	must(e.t, err)
+	must(e.t, writeFile(l.Path(), "v", "2"))
+	return l
 }
 
 // checkKept checks that keep-a and keep-b are intact.

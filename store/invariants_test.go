@@ -43,16 +43,16 @@ func checkInvariants(t testing.TB, root string) {
 func checkLayout(t testing.TB, root string, leftovers bool) {
 	t.Helper()
 	for _, dir := range []string{resultTmpDir, cacheTmpDir} {
-		if names := invReadDir(t, filepath.Join(root, dir)); len(names) > 0 && !leftovers {
+		if names := entries(t, filepath.Join(root, dir)); len(names) > 0 && !leftovers {
 			t.Errorf("invariant: %s is not empty: %v", dir, names)
 		}
 	}
-	for _, id := range invReadDir(t, filepath.Join(root, resultDir)) {
+	for _, id := range entries(t, filepath.Join(root, resultDir)) {
 		if err := invCheckResult(filepath.Join(root, resultDir, id)); err != "" {
 			t.Errorf("invariant: result %s: %s", id, err)
 		}
 	}
-	for _, name := range invReadDir(t, filepath.Join(root, cacheDir)) {
+	for _, name := range entries(t, filepath.Join(root, cacheDir)) {
 		switch {
 		case strings.HasPrefix(name, "c-"):
 			if err := invCheckReadOnlySubvolume(filepath.Join(root, cacheDir, name)); err != "" {
@@ -169,15 +169,6 @@ func invSubvolumes(t testing.TB, root string) []string {
 		out = append(out, p)
 	}
 	return out
-}
-
-func invReadDir(t testing.TB, dir string) []string {
-	t.Helper()
-	names, err := invNames(dir)
-	if err != nil {
-		t.Fatalf("invariant check: %v", err)
-	}
-	return names
 }
 
 // invNames lists dir, sorted.
@@ -435,7 +426,7 @@ func observe(tb testing.TB, root string, leftovers, payload bool, caches []strin
 		checkInvariants(tb, root)
 	}
 	st := observed{caches: map[string]int{}}
-	for _, id := range invReadDir(tb, filepath.Join(root, resultDir)) {
+	for _, id := range entries(tb, filepath.Join(root, resultDir)) {
 		if err := verifyResult(filepath.Join(root, resultDir, id, snapshotName), id, payload); err != nil {
 			tb.Errorf("invariant: result %s is not complete: %v", id, err)
 		}
@@ -445,7 +436,7 @@ func observe(tb testing.TB, root string, leftovers, payload bool, caches []strin
 	for _, name := range caches {
 		known[Escape(name)] = name
 	}
-	for _, entry := range invReadDir(tb, filepath.Join(root, cacheDir)) {
+	for _, entry := range entries(tb, filepath.Join(root, cacheDir)) {
 		switch name, ok := known[entry]; {
 		case ok:
 			v, err := crashCacheVersion(filepath.Join(root, cacheDir, entry))
@@ -460,7 +451,7 @@ func observe(tb testing.TB, root string, leftovers, payload bool, caches []strin
 		}
 	}
 	for _, dir := range []string{resultTmpDir, cacheTmpDir} {
-		for _, name := range invReadDir(tb, filepath.Join(root, dir)) {
+		for _, name := range entries(tb, filepath.Join(root, dir)) {
 			st.leftovers = append(st.leftovers, dir+"/"+name)
 			st.tmpTree = append(st.tmpTree, dir+"/"+name)
 			inner, _ := invNames(filepath.Join(root, dir, name)) // nil for a file

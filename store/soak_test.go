@@ -942,7 +942,7 @@ func soakDrain(tb testing.TB, root, logPath string, freeAtStart float64) {
 		tb.Fatalf("drain: Open: %v", err)
 	}
 	defer s.Close()
-	for _, id := range invReadDir(tb, filepath.Join(root, resultDir)) {
+	for _, id := range entries(tb, filepath.Join(root, resultDir)) {
 		if err := s.Delete(ctx, id); err != nil {
 			tb.Errorf("drain: Delete(%s): %v", id, err)
 		}
