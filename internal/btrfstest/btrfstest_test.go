@@ -333,7 +333,7 @@ func TestStartKillWait(t *testing.T) {
 	select {
 	case <-c.Ready():
 	case <-c.Exited():
-		c.Wait(0)
+		c.Wait(time.Minute)
 		t.Fatalf("child ended before ready: %v; stderr:\n%s", c.State(), c.Stderr())
 	case <-time.After(60 * time.Second):
 		t.Fatal("child not ready after 60 s")
