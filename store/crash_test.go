@@ -207,7 +207,7 @@ func (k crashKill) label() string {
 
 // crashModel is what the child's log says must or may be on disk.
 type crashModel struct {
-	offset int               // of the first line not read yet
+	tail   logTail           // the child's log
 	status map[string]string // id -> started, done, deleting, gone
 	cache  map[int]bool      // versions the cache may hold (0: absent or empty)
 	last   string            // the last line read
@@ -219,22 +219,11 @@ type crashModel struct {
 // read takes in the lines the child appended since the last read.
 func (m *crashModel) read(t *testing.T, path string) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return
+	lines, partial := m.tail.read(t, path)
+	if len(partial) > 0 {
+		t.Fatalf("%s ends in a partial line %q", crashLogName, partial)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	news := data[m.offset:]
-	if len(news) == 0 {
-		return
-	}
-	if news[len(news)-1] != '\n' {
-		t.Fatalf("%s ends in a partial line %q", crashLogName, news)
-	}
-	m.offset = len(data)
-	for _, line := range strings.Split(strings.TrimSuffix(string(news), "\n"), "\n") {
+	for _, line := range lines {
 		m.last = line
 		op, arg, _ := strings.Cut(line, " ")
 		switch op {

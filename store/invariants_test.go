@@ -5,8 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
+	"io/fs"
 	"maps"
 	"math/rand/v2"
 	"os"
@@ -398,6 +401,37 @@ func (l *opLog) note(format string, a ...any) {
 	if err := l.f.Sync(); err != nil {
 		panic(err)
 	}
+}
+
+// logTail reads a child's opLog as it grows.
+type logTail struct{ offset int64 } // of the first byte not read yet
+
+// read returns the whole lines appended to the log at path since the last
+// call (none if there is no log), and a partial line after them, which it
+// drops: SIGKILL cannot split a line.
+func (l *logTail) read(tb testing.TB, path string) (lines []string, partial []byte) {
+	tb.Helper()
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		tb.Fatalf("read %s: %v", path, err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(l.offset, io.SeekStart); err != nil {
+		tb.Fatalf("read %s: %v", path, err)
+	}
+	news, err := io.ReadAll(f)
+	if err != nil {
+		tb.Fatalf("read %s: %v", path, err)
+	}
+	l.offset += int64(len(news))
+	whole := bytes.LastIndexByte(news, '\n') + 1
+	if whole > 0 {
+		lines = strings.Split(string(news[:whole-1]), "\n")
+	}
+	return lines, news[whole:]
 }
 
 // observed is what the parent sees on disk.

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"math"
@@ -385,7 +384,7 @@ type soakCounts struct {
 // soakModel is crashModel for concurrent builders and several caches: what
 // the child's log says must or may be on disk.
 type soakModel struct {
-	offset  int64             // of the first byte not read yet
+	tail    logTail           // the child's log
 	line    int               // lines read
 	status  map[string]string // id -> started, done, deleting, gone, lost
 	done    map[string]bool   // ids whose status is done
@@ -435,27 +434,11 @@ type soakCacheOp struct {
 // read takes in the lines the child appended since the last read.
 func (m *soakModel) read(tb testing.TB, path string) {
 	tb.Helper()
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return
+	lines, partial := m.tail.read(tb, path)
+	if len(partial) > 0 {
+		tb.Errorf("%s ends in a partial line %q (skipped)", soakLogName, partial)
 	}
-	if err != nil {
-		tb.Fatalf("read %s: %v", soakLogName, err)
-	}
-	defer f.Close()
-	if _, err := f.Seek(m.offset, io.SeekStart); err != nil {
-		tb.Fatalf("read %s: %v", soakLogName, err)
-	}
-	news, err := io.ReadAll(f)
-	if err != nil {
-		tb.Fatalf("read %s: %v", soakLogName, err)
-	}
-	m.offset += int64(len(news))
-	whole := bytes.LastIndexByte(news, '\n') + 1
-	if whole < len(news) {
-		tb.Errorf("%s ends in a partial line %q (skipped)", soakLogName, news[whole:])
-	}
-	for _, line := range strings.Split(string(news[:whole]), "\n") {
+	for _, line := range lines {
 		if line != "" {
 			m.line++
 			m.apply(tb, line)
