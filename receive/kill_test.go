@@ -52,14 +52,7 @@ func TestKilledReceiveLooksUnreceived(t *testing.T) {
 	must(t, os.WriteFile(f, stream, 0o600))
 
 	c := btrfstest.Start(t, "receiveStalled", nil, f, s.recv, strconv.Itoa(len(stream)/2))
-	select {
-	case <-c.Ready():
-	case <-c.Exited():
-		c.Wait(time.Minute)
-		t.Fatalf("child ended before ready: %v; stderr:\n%s", c.State(), c.Stderr())
-	case <-time.After(60 * time.Second):
-		t.Fatal("child not ready after 60 s")
-	}
+	c.WaitReady(t, 60*time.Second)
 	c.Kill()
 	if !c.Wait(60*time.Second) || !c.Killed() {
 		t.Fatalf("child ended by %v, not SIGKILL; stderr:\n%s", c.State(), c.Stderr())

@@ -330,14 +330,7 @@ func TestRunAsChildError(t *testing.T) {
 
 func TestStartKillWait(t *testing.T) {
 	c := Start(t, "wait", []string{"BTRFSTEST_TEST_WORD=word"}, "a b", "c")
-	select {
-	case <-c.Ready():
-	case <-c.Exited():
-		c.Wait(time.Minute)
-		t.Fatalf("child ended before ready: %v; stderr:\n%s", c.State(), c.Stderr())
-	case <-time.After(60 * time.Second):
-		t.Fatal("child not ready after 60 s")
-	}
+	c.WaitReady(t, 60*time.Second)
 	c.Kill()
 	if !c.Wait(60 * time.Second) {
 		t.Fatal("child still running 60 s after Kill")

@@ -152,6 +152,19 @@ func Start(t testing.TB, name string, env []string, args ...string) *Child {
 // stdout.
 func (c *Child) Ready() <-chan struct{} { return c.stdout.ready }
 
+// WaitReady waits for the child to say "ready", and fails t if it ends
+// first or is not ready within timeout.
+func (c *Child) WaitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-c.Ready():
+	case <-c.exited:
+		t.Fatalf("btrfstest: child ended before ready: %v; stderr:\n%s", c.State(), c.Stderr())
+	case <-time.After(timeout):
+		t.Fatalf("btrfstest: child not ready after %v", timeout)
+	}
+}
+
 // Exited is closed when the child has ended.
 func (c *Child) Exited() <-chan struct{} { return c.exited }
 
