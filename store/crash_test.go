@@ -207,13 +207,10 @@ func (k crashKill) label() string {
 
 // crashModel is what the child's log says must or may be on disk.
 type crashModel struct {
-	tail   logTail           // the child's log
-	status map[string]string // id -> started, done, deleting, gone
-	cache  map[int]bool      // versions the cache may hold (0: absent or empty)
-	last   string            // the last line read
-	// unfinished holds the ids of builds killed before their result was
-	// published: Open may still publish them, if they were frozen.
-	unfinished map[string]bool
+	resultModel
+	tail  logTail      // the child's log
+	cache map[int]bool // versions the cache may hold (0: absent or empty)
+	last  string       // the last line read
 }
 
 // read takes in the lines the child appended since the last read.
@@ -227,14 +224,6 @@ func (m *crashModel) read(t *testing.T, path string) {
 		m.last = line
 		op, arg, _ := strings.Cut(line, " ")
 		switch op {
-		case "build-start":
-			m.status[arg] = "started"
-		case "done":
-			m.status[arg] = "done"
-		case "delete-start":
-			m.status[arg] = "deleting"
-		case "deleted":
-			m.status[arg] = "gone"
 		case "release-start":
 			v, _ := strconv.Atoi(arg)
 			m.cache[v] = true
@@ -246,7 +235,9 @@ func (m *crashModel) read(t *testing.T, path string) {
 		case "cache-deleted":
 			m.cache = map[int]bool{0: true}
 		default:
-			t.Fatalf("bad line in %s: %q", crashLogName, line)
+			if op == "build-failed" || !m.applyResult(op, arg) { // the child's builds do not fail
+				t.Fatalf("bad line in %s: %q", crashLogName, line)
+			}
 		}
 	}
 }
@@ -255,37 +246,10 @@ func (m *crashModel) read(t *testing.T, path string) {
 // the kill according to what the disk shows.
 func (m *crashModel) check(t *testing.T, st observed) {
 	t.Helper()
+	m.checkResults(t, st.results, true)
 	cache, _ := st.cache(crashCache)
-	present := map[string]bool{}
-	for _, id := range st.results {
-		present[id] = true
-		switch m.status[id] {
-		case "":
-			t.Errorf("invariant: result %s exists but was never built", id)
-		case "gone":
-			if !m.unfinished[id] { // else a killed child's Open published it
-				t.Errorf("invariant: result %s exists but was deleted", id)
-			}
-			m.status[id] = "done"
-		}
-	}
-	for _, id := range slices.Sorted(maps.Keys(m.status)) {
-		if m.status[id] == "done" && !present[id] {
-			t.Errorf("invariant: result %s, reported done, is lost", id)
-		}
-	}
 	if !m.cache[cache] {
 		t.Errorf("invariant: cache holds version %d, want one of %v", cache, slices.Sorted(maps.Keys(m.cache)))
-	}
-	for id, s := range m.status {
-		if s == "started" || s == "deleting" {
-			if present[id] {
-				m.status[id] = "done"
-			} else {
-				m.status[id] = "gone"
-				m.unfinished[id] = s == "started"
-			}
-		}
 	}
 	m.cache = map[int]bool{cache: true}
 }
@@ -358,7 +322,7 @@ func TestCrashRecovery(t *testing.T) {
 		plan = slices.Insert(plan, at, pair...)
 	}
 
-	model := &crashModel{status: map[string]string{}, cache: map[int]bool{0: true}, unfinished: map[string]bool{}}
+	model := &crashModel{resultModel: newResultModel(), cache: map[int]bool{0: true}}
 	sink := &repairSink{t: t}
 	logPath := filepath.Join(root, stateDir, crashLogName)
 	var startups []time.Duration // start to ready of children killed at random
@@ -481,13 +445,7 @@ func TestCrashRecovery(t *testing.T) {
 		// result a build had frozen when it was killed (observe checked
 		// its content, and the model that the child had started it).
 		checkOpen(t, what+": ", pre, post, got, published)
-		for _, id := range published {
-			if !model.unfinished[id] {
-				t.Errorf("%s: Open published %s, which no killed build had started", what, id)
-			}
-			model.status[id] = "done"
-		}
-		clear(model.unfinished)
+		model.publish(t, what+": ", published)
 		var want []string
 		switch kill.step {
 		case "in-fn-start", "in-fn-after-write", "in-fn-end":

@@ -434,6 +434,107 @@ func (l *logTail) read(tb testing.TB, path string) (lines []string, partial []by
 	return lines, news[whole:]
 }
 
+// resultModel is what a child's log says about results: which must be on
+// disk after a kill, and which may be. The crash and soak models hold one.
+type resultModel struct {
+	status  map[string]string // id -> started, done, deleting, gone, lost
+	done    map[string]bool   // ids whose status is done
+	pending map[string]bool   // ids whose status is started or deleting
+	// unfinished holds the ids of builds killed before their result was
+	// published: Open may still publish them, if they were frozen.
+	unfinished map[string]bool
+}
+
+func newResultModel() resultModel {
+	return resultModel{status: map[string]string{}, done: map[string]bool{}, pending: map[string]bool{}, unfinished: map[string]bool{}}
+}
+
+// applyResult takes in a log line op id about a result, and reports
+// whether op is one: build-start, done, build-failed, delete-start or
+// deleted.
+func (m *resultModel) applyResult(op, id string) bool {
+	switch op {
+	case "build-start":
+		m.status[id] = "started"
+		m.pending[id] = true
+	case "done":
+		m.status[id] = "done"
+		delete(m.pending, id)
+		m.done[id] = true
+	case "build-failed":
+		m.status[id] = "gone"
+		delete(m.pending, id)
+	case "delete-start":
+		m.status[id] = "deleting"
+		delete(m.done, id)
+		m.pending[id] = true
+	case "deleted":
+		m.status[id] = "gone"
+		delete(m.pending, id)
+	default:
+		return false
+	}
+	return true
+}
+
+// checkResults compares the results on disk, seen right after a kill,
+// with the log, then settles what was pending at the kill according to
+// what the disk shows. With childOpens, a build that an earlier killed
+// child left unfinished may since have been published by the next
+// child's Open (the crash test leaves some repairs to it).
+func (m *resultModel) checkResults(tb testing.TB, results []string, childOpens bool) {
+	tb.Helper()
+	present := map[string]bool{}
+	for _, id := range results {
+		present[id] = true
+		switch m.status[id] {
+		case "":
+			tb.Errorf("invariant: result %s exists but was never built", id)
+		case "gone":
+			if childOpens && m.unfinished[id] {
+				m.status[id] = "done"
+				m.done[id] = true
+				break
+			}
+			tb.Errorf("invariant: result %s exists but was deleted, or its build failed", id)
+		case "lost":
+			tb.Errorf("invariant: result %s, lost earlier, is back", id)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(m.done)) {
+		if !present[id] {
+			tb.Errorf("invariant: result %s, reported done, is lost", id)
+			m.status[id] = "lost" // reported once
+			delete(m.done, id)
+		}
+	}
+	for id := range m.pending {
+		if present[id] {
+			m.status[id] = "done"
+			m.done[id] = true
+		} else {
+			m.unfinished[id] = m.status[id] == "started"
+			m.status[id] = "gone"
+		}
+	}
+	clear(m.pending)
+}
+
+// publish takes in the results Open published after a kill, each of which
+// must be a build a killed child left unfinished; what prefixes the
+// message.
+func (m *resultModel) publish(tb testing.TB, what string, published []string) {
+	tb.Helper()
+	for _, id := range published {
+		if !m.unfinished[id] {
+			tb.Errorf("%sOpen published %s, which no killed build had started", what, id)
+		}
+		m.status[id] = "done"
+		m.done[id] = true
+	}
+	clear(m.unfinished)
+}
+
 // observed is what the parent sees on disk.
 type observed struct {
 	results   []string       // ids, sorted

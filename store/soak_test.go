@@ -384,22 +384,16 @@ type soakCounts struct {
 // soakModel is crashModel for concurrent builders and several caches: what
 // the child's log says must or may be on disk.
 type soakModel struct {
-	tail    logTail           // the child's log
-	line    int               // lines read
-	status  map[string]string // id -> started, done, deleting, gone, lost
-	done    map[string]bool   // ids whose status is done
-	pending map[string]bool   // ids whose status is started or deleting
-	// unfinished holds the ids of builds killed before their result was
-	// published: Open may still publish them, if they were frozen.
-	unfinished map[string]bool
-	caches     map[string]*soakCacheModel
-	counts     soakCounts
-	errors     []string // worker errors logged since the last check
+	resultModel
+	tail   logTail // the child's log
+	line   int     // lines read
+	caches map[string]*soakCacheModel
+	counts soakCounts
+	errors []string // worker errors logged since the last check
 }
 
 func newSoakModel() *soakModel {
-	m := &soakModel{status: map[string]string{}, done: map[string]bool{}, pending: map[string]bool{},
-		unfinished: map[string]bool{}, caches: map[string]*soakCacheModel{}}
+	m := &soakModel{resultModel: newResultModel(), caches: map[string]*soakCacheModel{}}
 	for _, name := range soakCaches {
 		m.caches[Escape(name)] = &soakCacheModel{ops: map[int]*soakCacheOp{}}
 	}
@@ -492,26 +486,13 @@ func (m *soakModel) apply(tb testing.TB, line string) {
 	if len(f) > 1 {
 		id = f[1]
 	}
+	m.applyResult(f[0], id)
 	switch f[0] {
-	case "build-start":
-		m.status[id] = "started"
-		m.pending[id] = true
 	case "done":
-		m.status[id] = "done"
-		delete(m.pending, id)
-		m.done[id] = true
 		m.counts.builds++
 	case "build-failed":
-		m.status[id] = "gone"
-		delete(m.pending, id)
 		m.counts.baseGone++
-	case "delete-start":
-		m.status[id] = "deleting"
-		delete(m.done, id)
-		m.pending[id] = true
 	case "deleted":
-		m.status[id] = "gone"
-		delete(m.pending, id)
 		m.counts.deletes++
 	case "cache-start":
 		o.start = m.line
@@ -539,35 +520,7 @@ func (m *soakModel) apply(tb testing.TB, line string) {
 // settles what was pending at the kill according to what the disk shows.
 func (m *soakModel) check(tb testing.TB, st observed) {
 	tb.Helper()
-	present := map[string]bool{}
-	for _, id := range st.results {
-		present[id] = true
-		switch m.status[id] {
-		case "":
-			tb.Errorf("invariant: result %s exists but was never built", id)
-		case "gone":
-			tb.Errorf("invariant: result %s exists but was deleted, or its build failed", id)
-		case "lost":
-			tb.Errorf("invariant: result %s, lost earlier, is back", id)
-		}
-	}
-	for _, id := range slices.Sorted(maps.Keys(m.done)) {
-		if !present[id] {
-			tb.Errorf("invariant: result %s, reported done, is lost", id)
-			m.status[id] = "lost" // reported once
-			delete(m.done, id)
-		}
-	}
-	for id := range m.pending {
-		if present[id] {
-			m.status[id] = "done"
-			m.done[id] = true
-		} else {
-			m.unfinished[id] = m.status[id] == "started"
-			m.status[id] = "gone"
-		}
-	}
-	clear(m.pending)
+	m.checkResults(tb, st.results, false)
 	for _, entry := range slices.Sorted(maps.Keys(m.caches)) {
 		m.caches[entry].check(tb, entry, st.caches[entry], m.line+1)
 	}
@@ -577,14 +530,7 @@ func (m *soakModel) check(tb testing.TB, st observed) {
 // published the results in published.
 func (m *soakModel) settle(tb testing.TB, st observed, published []string) {
 	tb.Helper()
-	for _, id := range published {
-		if !m.unfinished[id] {
-			tb.Errorf("invariant: Open published %s, which no killed build had started", id)
-		}
-		m.status[id] = "done"
-		m.done[id] = true
-	}
-	clear(m.unfinished)
+	m.publish(tb, "invariant: ", published)
 	for entry, c := range m.caches {
 		c.initial = st.caches[entry]
 		clear(c.ops)
