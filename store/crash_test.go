@@ -30,12 +30,9 @@ import (
 // store, checks that Open repaired everything and changed nothing
 // complete, and closes it.
 //
-// The child logs to state/crash.log (O_APPEND, fsync after each line):
+// The child logs to state/crash.log, an opLog: the lines about results,
+// and
 //
-//	build-start <id>   before Build
-//	done <id>          after Build returned
-//	delete-start <id>  before Delete
-//	deleted <id>       after Delete returned
 //	release-start <v>  before Release of a clone holding version v
 //	released <v>       after Release returned
 //	deletecache-start  before DeleteCache
@@ -85,22 +82,11 @@ func crashChild(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	s, err := Open(ctx, root, Config{})
-	if err != nil {
-		return err
-	}
-	log, err := openOpLog(s, crashLogName)
+	s, log, results, err := childOpen(root, crashLogName)
 	if err != nil {
 		return err
 	}
 	note := log.note
-	results, err := invNames(filepath.Join(root, resultDir)) // sorted: oldest first
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stdout.WriteString("ready\n"); err != nil {
-		return err
-	}
 	owner := Owner{UID: os.Getuid(), GID: os.Getgid()}
 	for i := 0; ; i++ {
 		id := fmt.Sprintf("r%s-%04d", tag, i)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -382,11 +383,39 @@ func crashWrite(path string, content []byte, sync bool) error {
 }
 
 // opLog is a child's log of its operations, in the store's state
-// directory, read by the parent after the kill.
+// directory (O_APPEND, one write and an fsync per line), read by the
+// parent after each kill (logTail). The lines about results, which
+// resultModel reads:
+//
+//	build-start <id>   before Build
+//	done <id>          after Build returned nil
+//	build-failed <id>  Build failed because another builder deleted its base first (soak)
+//	delete-start <id>  before Delete
+//	deleted <id>       after Delete returned
+//
+// The crash test and the soak add their own lines about caches.
 type opLog struct{ f *os.File }
 
+// childOpen is how a crash or soak child starts: it opens the store at
+// root and the opLog name, lists the results (oldest first: ids sort by
+// age), and says "ready" (btrfstest.Child.Ready). Neither the store nor the
+// log is closed: the child ends by SIGKILL.
+func childOpen(root, logName string) (s *Store, log *opLog, results []string, err error) {
+	if s, err = Open(context.Background(), root, Config{}); err != nil {
+		return nil, nil, nil, err
+	}
+	if log, err = openOpLog(s, logName); err != nil {
+		return nil, nil, nil, err
+	}
+	if results, err = invNames(filepath.Join(root, resultDir)); err != nil {
+		return nil, nil, nil, err
+	}
+	_, err = os.Stdout.WriteString("ready\n")
+	return s, log, results, err
+}
+
 // openOpLog opens (creates) the log name in s's state directory for
-// appending. It is never closed: the child ends by SIGKILL.
+// appending.
 func openOpLog(s *Store, name string) (*opLog, error) {
 	f, err := os.OpenFile(filepath.Join(s.StateDir(), name), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	return &opLog{f}, err

@@ -49,14 +49,10 @@ import (
 // goes on; the test fails at the end if there were any. Last, everything
 // is deleted: no subvolume may be left, and the free space must come back.
 //
-// The child's log, state/soak.log (O_APPEND, one write and an fsync per
-// line; v is a cache version or delete token, unique over the whole soak):
+// The child's log, state/soak.log, is an opLog: the lines about results
+// (build-failed too), and these (v is a cache version or delete token,
+// unique over the whole soak):
 //
-//	build-start <id>             before Build
-//	done <id>                    after Build returned nil
-//	build-failed <id>            Build failed because another builder deleted its base first
-//	delete-start <id>            before Delete
-//	deleted <id>                 after Delete returned
 //	cache-start <entry> <v>      before Cache; the clone will be rewritten as version v
 //	cloned <entry> <v> <p>       after Cache returned a clone holding version p
 //	release-start <entry> <v>    before Release
@@ -122,23 +118,11 @@ func soakChild(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	s, err := Open(ctx, root, Config{})
+	s, log, live, err := childOpen(root, soakLogName)
 	if err != nil {
 		return err
 	}
-	// Never closed: the process ends by SIGKILL.
-	logf, err := openOpLog(s, soakLogName)
-	if err != nil {
-		return err
-	}
-	live, err := invNames(filepath.Join(root, resultDir)) // ids sort by age
-	if err != nil {
-		return err
-	}
-	w := &soakWorker{s: s, tag: tag, log: logf, live: live}
-	if _, err := os.Stdout.WriteString("ready\n"); err != nil {
-		return err
-	}
+	w := &soakWorker{s: s, tag: tag, log: log, live: live}
 	errc := make(chan error, soakBuilders+1)
 	for g := range soakBuilders {
 		rng := rand.New(rand.NewPCG(seed, uint64(g)))
