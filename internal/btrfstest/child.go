@@ -112,7 +112,8 @@ func childCmd(t testing.TB, name string, env, args []string) *exec.Cmd {
 
 // Child is a child process started by [Start]: the test binary running a
 // registered function, with this process's identity, until it returns or
-// is killed. Its methods are safe for concurrent use.
+// is killed. Ready, Exited, WaitReady, Kill and Wait are safe for
+// concurrent use; Killed, State, Stderr and Raced read what Wait settled.
 type Child struct {
 	Started time.Time // when Start started it
 	cmd     *exec.Cmd
