@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"github.com/btrstore/btrstore/ioctl"
 	"golang.org/x/sys/unix"
 )
@@ -582,11 +583,10 @@ func (s *Store) deleteNested(dirFd int, name, display string) error {
 	detached := false
 	// Pre-order lists parents before children: delete in reverse.
 	for i := len(nested) - 1; i >= 0; i-- {
-		dir, base := path.Split(nested[i])
-		dir = strings.TrimSuffix(dir, "/")
+		dir, base := beneath.Split(nested[i])
 		sub := display + "/" + nested[i]
 		pfd := fd
-		if dir != "" {
+		if dir != "." {
 			pfd, err = openDirAt(fd, dir)
 			if errors.Is(err, unix.EXDEV) && !detached {
 				// A mount hides the way: detach what is below the
