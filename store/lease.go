@@ -60,7 +60,7 @@ func (s *Store) Cache(ctx context.Context, name string, owner Owner) (*CacheLeas
 	if err := owner.valid(); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
-	if err := s.report.CanChown(owner.UID, owner.GID); err != nil {
+	if err := s.canGiveCache(owner); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
 	leave, err := s.enter()

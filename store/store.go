@@ -161,16 +161,7 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 		cfg.Logger.V(1).Info("the store's root is reached through a symlink; using the directory it leads to", "root", abs, "resolved", resolved)
 		abs = resolved
 	}
-	// Every missing requirement at once, so that one fix is not followed
-	// by the news of the next; but on another filesystem than btrfs that
-	// one sentence says it all.
-	r := kernel.Check(abs)
-	err = r.Err // the check itself failed (no such path...): every Can* says so
-	if err == nil && !r.Btrfs {
-		err = r.CanUseBtrfs()
-	} else if err == nil {
-		err = errors.Join(r.CanUseBtrfs(), r.CanDeleteSubvolumes(), r.CanWaitDeleted())
-	}
+	r, err := admit(abs)
 	if err != nil {
 		return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
 	}
