@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"github.com/btrstore/btrstore/internal/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/go-logr/logr/funcr"
@@ -586,11 +587,7 @@ func TestHostileMounts(t *testing.T) {
 // paths are then opened one component at a time with O_NOFOLLOW, and a
 // component on another mount is refused by its mount id.
 func TestHostileWithoutOpenat2(t *testing.T) {
-	if openat2Missing.Load() {
-		t.Skip("openat2 is missing here anyway: the other tests ran without it")
-	}
-	openat2Missing.Store(true)
-	t.Cleanup(func() { openat2Missing.Store(false) })
+	t.Cleanup(beneath.DisableOpenat2())
 	// The fallback itself: no symlink, no "..", no mount crossed.
 	e := newHardEnv(t, "")
 	c := newHardCanary(t)
