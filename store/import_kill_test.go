@@ -1,13 +1,11 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -87,17 +85,15 @@ func TestImportKilled(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.Close() // the child needs the lock
-			var stderr bytes.Buffer
-			cmd := &exec.Cmd{
-				Path:   "/proc/self/exe",
-				Args:   []string{os.Args[0], "-test.run=^$", "--", fsys.Path, remoteDir, mode},
-				Env:    append(os.Environ(), crashChildEnv+"="+importKillChildName, "GORACE=atexit_sleep_ms=0"),
-				Stderr: &stderr,
+			child := btrfstest.Start(t, importKillChildName, nil, fsys.Path, remoteDir, mode)
+			if !child.Wait(60 * time.Second) {
+				t.Fatalf("child still running after 60 s")
 			}
-			err = cmd.Run()
-			ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-			if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-				t.Fatalf("child ended by %v, not SIGKILL; stderr:\n%s", err, stderr.Bytes())
+			if !child.Killed() {
+				t.Fatalf("child ended by %v, not SIGKILL; stderr:\n%s", child.State(), child.Stderr())
+			}
+			if child.Raced() {
+				t.Errorf("race in the child:\n%s", child.Stderr())
 			}
 			tmp := entries(t, filepath.Join(fsys.Path, resultTmpDir))
 			if len(tmp) == 0 {
