@@ -56,7 +56,7 @@ func snapshotTree(t testing.TB, root string) map[string]entry {
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
 			e.Type, e.Size = "file", st.Size
-			e.Hash, e.Holes = fileHash(t, p, st.Size)
+			e.Hash, e.Holes = FileHash(t, p, st.Size)
 			inodes[st.Ino] = append(inodes[st.Ino], rel)
 		case unix.S_IFDIR:
 			e.Type = "dir"
@@ -74,7 +74,7 @@ func snapshotTree(t testing.TB, root string) map[string]entry {
 			}
 		}
 		if e.Type != "symlink" {
-			e.Xattrs = xattrs(t, p)
+			e.Xattrs = Xattrs(t, p)
 		}
 		tree[rel] = e
 		return nil
@@ -95,7 +95,9 @@ func snapshotTree(t testing.TB, root string) map[string]entry {
 	return tree
 }
 
-func fileHash(t testing.TB, p string, size int64) (hash, holes string) {
+// FileHash returns the sha256 of the first size bytes of p and its data
+// regions in 4 KiB blocks ("0-1,3-4"), found with SEEK_DATA/SEEK_HOLE.
+func FileHash(t testing.TB, p string, size int64) (hash, holes string) {
 	f, err := os.Open(p)
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +125,9 @@ func fileHash(t testing.TB, p string, size int64) (hash, holes string) {
 	return hex.EncodeToString(h.Sum(nil)), strings.Join(regions, ",")
 }
 
-func xattrs(t testing.TB, p string) string {
+// Xattrs lists p's extended attributes (not following a symlink) as
+// sorted name=value pairs joined by ";".
+func Xattrs(t testing.TB, p string) string {
 	buf := make([]byte, 64<<10)
 	n, err := unix.Llistxattr(p, buf)
 	if err != nil {
