@@ -127,6 +127,7 @@ func TestConsole(t *testing.T) {
 func TestParseArgs(t *testing.T) {
 	t.Setenv("VMTEST_KERNEL", "")
 	t.Setenv("VMTEST_KERNELS", "")
+	t.Setenv("VMTEST_ARCH", "")
 	o, err := parseArgs([]string{"-kernels", "6.12", "-run", "TestA", "./a", "-v", "./b", "-count", "2",
 		"--", "-test.timeout=1m", "-test.paniconexit0", "-timeout", "5m", "-benchtime=1x", "-test.testlogfile", "/x"}, io.Discard)
 	if err != nil {
@@ -144,50 +145,101 @@ func TestParseArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(o.kernels, []string{"6.1", "6.12"}) || !slices.Equal(o.pkgs, []string{"./..."}) || o.timeout != 20*time.Minute {
+	if o.kernels != nil || len(o.arches) != 1 || o.arches[0].GOARCH != "amd64" ||
+		!slices.Equal(o.pkgs, []string{"./..."}) || o.timeout != 20*time.Minute {
 		t.Errorf("defaults: %+v", o)
+	}
+	if !slices.Equal(o.arches[0].DefaultKernels, []string{"6.1", "6.12"}) {
+		t.Errorf("amd64 kernels %q, want 6.1 and 6.12", o.arches[0].DefaultKernels)
+	}
+
+	o, err = parseArgs([]string{"-arch", "arm64,ppc64le,s390x", "./ioctl"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range o.arches {
+		got = append(got, a.GOARCH)
+	}
+	if !slices.Equal(got, []string{"arm64", "ppc64le", "s390x"}) {
+		t.Errorf("-arch arm64,ppc64le,s390x: %q", got)
+	}
+	if _, err := parseArgs([]string{"-arch", "mips"}, io.Discard); err == nil {
+		t.Error("-arch mips accepted")
+	}
+}
+
+func TestQEMUArgs(t *testing.T) {
+	t.Setenv("VMTEST_ACCEL", "kvm")
+	for _, tc := range []struct {
+		arch string
+		want []string
+	}{
+		{"amd64", []string{"-accel kvm -cpu host", "console=ttyS0 ", "-device virtio-blk-pci,drive=scratch"}},
+		{"arm64", []string{"-accel tcg -machine virt", "console=ttyAMA0 ", "-device virtio-blk-pci,drive=scratch"}},
+		{"ppc64le", []string{"-accel tcg -machine pseries", "console=hvc0 ", "-device virtio-blk-pci,drive=scratch"}},
+		{"s390x", []string{"-accel tcg -machine s390-ccw-virtio", "console=ttysclp0 ", "-device virtio-blk-ccw,drive=scratch"}},
+	} {
+		a, err := lookupArch(tc.arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := strings.Join(qemuArgs(a, Kernel{Image: "/k"}, "/i", "/d"), " ")
+		for _, w := range tc.want {
+			if !strings.Contains(args, w) {
+				t.Errorf("%s: %q lacks %q", tc.arch, args, w)
+			}
+		}
 	}
 }
 
 func TestResolveModules(t *testing.T) {
-	for _, name := range []string{"6.1", "6.12"} {
-		t.Run(name, func(t *testing.T) {
-			k, err := cachedKernel(name)
-			if err != nil {
-				t.Skip(err)
+	for _, a := range arches {
+		for _, name := range a.DefaultKernels {
+			t.Run(a.GOARCH+"/"+name, func(t *testing.T) { testResolveModules(t, a, name) })
+		}
+	}
+}
+
+func testResolveModules(t *testing.T, a Arch, name string) {
+	k, err := cachedKernel(a, name)
+	if err != nil {
+		t.Skip(err)
+	}
+	mods, err := resolveModules(k, a.Modules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := map[string]int{}
+	for i, m := range mods {
+		pos[m.Name] = i
+		if m.Compressed != strings.HasSuffix(m.File, ".xz") {
+			t.Errorf("%s: compressed %v, file %s", m.Name, m.Compressed, m.File)
+		}
+	}
+	t.Logf("load order: %v", slices.Collect(func(yield func(string) bool) {
+		for _, m := range mods {
+			if !yield(m.Name) {
+				return
 			}
-			mods, err := resolveModules(k, neededModules)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pos := map[string]int{}
-			for i, m := range mods {
-				pos[m.Name] = i
-				if m.Compressed != strings.HasSuffix(m.File, ".xz") {
-					t.Errorf("%s: compressed %v, file %s", m.Name, m.Compressed, m.File)
-				}
-			}
-			t.Logf("load order: %v", slices.Collect(func(yield func(string) bool) {
-				for _, m := range mods {
-					if !yield(m.Name) {
-						return
-					}
-				}
-			}))
-			for _, need := range []string{"btrfs", "virtio_blk", "loop", "raid6_pq", "xor"} {
-				if _, ok := pos[need]; !ok {
-					t.Errorf("%s missing", need)
-				}
-			}
-			if pos["raid6_pq"] > pos["btrfs"] || pos["xor"] > pos["btrfs"] {
-				t.Error("btrfs comes before its dependencies")
-			}
-		})
+		}
+	}))
+	for _, need := range []string{"btrfs", "virtio_blk", "loop", "raid6_pq", "xor"} {
+		if _, ok := pos[need]; !ok {
+			t.Errorf("%s missing", need)
+		}
+	}
+	if pos["raid6_pq"] > pos["btrfs"] || pos["xor"] > pos["btrfs"] {
+		t.Error("btrfs comes before its dependencies")
 	}
 }
 
 func TestHostTools(t *testing.T) {
-	files, err := hostTools(guestTools)
+	a, _ := lookupArch("amd64")
+	if !a.native() {
+		t.Skip("not an amd64 host")
+	}
+	files, err := tools(a)
 	if err != nil {
 		t.Skip(err) // no btrfs-progs on this host
 	}

@@ -29,16 +29,17 @@ func mountPseudo() error {
 }
 
 // mountScratch mounts the btrfs disk the harness attached as the first virtio
-// disk. virtio_blk probes asynchronously, so wait for the node to appear.
+// disk. virtio_blk probes asynchronously, so wait for the node to appear
+// (generously: an emulated foreign CPU is slow).
 func mountScratch() error {
 	const dev = "/dev/vda"
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := os.Stat(dev); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not appear within 10s (virtio_blk not loaded?)", dev)
+			return fmt.Errorf("%s did not appear within 60s (virtio_blk not loaded?)", dev)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
