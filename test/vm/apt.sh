@@ -4,14 +4,14 @@
 #	test/vm/apt.sh update [PACKAGE...]   apt-get update
 #	test/vm/apt.sh install PACKAGE...    apt-get install -y --no-install-recommends
 #
-# update retries up to APT_TRIES times (default 5). If an index still fails
+# update retries up to APT_TRIES times (default 3). If an index still fails
 # (seen: "File has unexpected size ... Mirror sync in progress?" for one
 # foreign architecture's security index), apt keeps every list it did get;
 # the update then counts as done when each PACKAGE (name or name:arch) has an
 # installation candidate, so that an index the caller does not need does not
 # stop it. install retries the same way (a download can fail mid-sync too).
 set -uo pipefail
-tries=${APT_TRIES:-5}
+tries=${APT_TRIES:-3}
 export DEBIAN_FRONTEND=noninteractive
 
 retry() {
