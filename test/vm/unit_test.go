@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"debug/elf"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -254,5 +257,81 @@ func TestHostTools(t *testing.T) {
 	}
 	if !slices.ContainsFunc(dests, func(d string) bool { return strings.HasSuffix(d, "/libc.so.6") }) {
 		t.Errorf("libc.so.6 missing from %q", dests)
+	}
+}
+
+// TestDebRootResolve: symlinks in an unpacked package tree are resolved in
+// the tree, absolute ones included (/lib/ld64.so.1 -> /lib/s390x-linux-gnu/...),
+// as is a symlinked directory (lib64 -> lib), and never lead out of it.
+func TestDebRootResolve(t *testing.T) {
+	root := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "lib", "s390x-linux-gnu"), 0o755))
+	must(os.WriteFile(filepath.Join(root, "lib", "s390x-linux-gnu", "ld64.so.1"), []byte("loader"), 0o755))
+	must(os.Symlink("/lib/s390x-linux-gnu/ld64.so.1", filepath.Join(root, "lib", "ld64.so.1")))
+	must(os.Symlink("lib", filepath.Join(root, "lib64")))
+	must(os.Symlink("../../../../etc/passwd", filepath.Join(root, "lib", "escape")))
+	want := filepath.Join(root, "lib", "s390x-linux-gnu", "ld64.so.1")
+	for _, p := range []string{"/lib/ld64.so.1", "/lib64/ld64.so.1", "/lib64/s390x-linux-gnu/../ld64.so.1"} {
+		got, err := debRoot(root).resolve(p)
+		if err != nil || got != want {
+			t.Errorf("resolve(%s) = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	// ".." stops at the tree's root, as at /: there is no etc/passwd in it.
+	if got, err := debRoot(root).resolve("/lib/escape"); err == nil {
+		t.Errorf("resolve(/lib/escape) = %q, want an error", got)
+	}
+}
+
+// TestForeignTools checks each foreign architecture's tools in the cache
+// (fetched by a cross run; BTRFS_TEST_REQUIRE=1 fetches them): the three
+// tools, the loader and the C library, all built for that architecture.
+func TestForeignTools(t *testing.T) {
+	for _, a := range arches {
+		if a.native() {
+			continue
+		}
+		t.Run(a.GOARCH, func(t *testing.T) {
+			if os.Getenv("BTRFS_TEST_REQUIRE") != "1" {
+				cache, err := cacheDir()
+				if err != nil {
+					t.Skip(err)
+				}
+				if _, err := os.Stat(filepath.Join(cache, "tools-"+a.Debian)); err != nil {
+					t.Skipf("%s tools not in the cache (make vmtest-cross fetches them)", a.GOARCH)
+				}
+			}
+			files, err := tools(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dests []string
+			for _, f := range files {
+				dests = append(dests, f.Dest)
+				ef, err := elf.Open(f.Src)
+				if err != nil {
+					t.Errorf("%s: %v", f.Src, err)
+					continue
+				}
+				if ef.Machine != a.elfMachine() {
+					t.Errorf("%s is for %v", f.Src, ef.Machine)
+				}
+				ef.Close()
+			}
+			for _, want := range []string{"/usr/sbin/mkfs.btrfs", "/usr/sbin/btrfs", "/usr/sbin/sh", "/lib/" + a.Triplet + "/libc.so.6"} {
+				if !slices.Contains(dests, want) {
+					t.Errorf("%s missing from %q", want, dests)
+				}
+			}
+			if !slices.ContainsFunc(dests, func(d string) bool { return strings.Contains(d, "/ld") }) {
+				t.Errorf("no loader in %q", dests)
+			}
+		})
 	}
 }
