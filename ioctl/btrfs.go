@@ -2,33 +2,77 @@ package ioctl
 
 // Request numbers, constants and argument structs of the btrfs ioctl
 // interface, transcribed from the kernel's include/uapi/linux/btrfs.h and
-// btrfs_tree.h. Field names keep the kernel's (as x/sys/unix does); every
-// size and request number is pinned against the header by
-// headers_cgo_test.go.
+// btrfs_tree.h. Field names keep the kernel's (as x/sys/unix does). What
+// differs per architecture is in small files chosen by build tag: the _IOC
+// encoding (ioc_generic.go, ioc_powerpc.go) and the layouts that change on
+// 386 (layout_386.go, layout_not386.go). abi_test.go pins every request
+// number, size and moving offset per architecture family on any GOARCH;
+// headers_test.go (cgo) pins them against linux/btrfs.h on the host.
 
-// Request numbers, as the kernel's _IO/_IOR/_IOW/_IOWR macros compute them on
-// linux/amd64 (and every architecture with the generic ioctl encoding).
+// The kernel's _IOC encoding of a request number: nr in bits 0-7, the type
+// (BTRFS_IOCTL_MAGIC) in bits 8-15, the argument's size from bit 16,
+// iocSizeBits wide, and the direction above it. The direction values and
+// iocSizeBits differ per architecture family (include/uapi/asm-generic/
+// ioctl.h against arch/{powerpc,mips,sparc,alpha}/include/uapi/asm/
+// ioctl.h): ioc_generic.go and ioc_powerpc.go define them by build tag.
 const (
-	BTRFS_IOC_SYNC                 = 0x9408     // _IO(0x94, 8)
-	BTRFS_IOC_SNAP_DESTROY         = 0x5000940f // _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
-	BTRFS_IOC_TREE_SEARCH          = 0xd0009411 // _IOWR(0x94, 17, struct btrfs_ioctl_search_args)
-	BTRFS_IOC_TREE_SEARCH_V2       = 0xc0709411 // _IOWR(0x94, 17, struct btrfs_ioctl_search_args_v2)
-	BTRFS_IOC_INO_LOOKUP           = 0xd0009412 // _IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args)
-	BTRFS_IOC_DEFAULT_SUBVOL       = 0x40089413 // _IOW(0x94, 19, __u64)
-	BTRFS_IOC_SPACE_INFO           = 0xc0109414 // _IOWR(0x94, 20, struct btrfs_ioctl_space_args)
-	BTRFS_IOC_WAIT_SYNC            = 0x40089416 // _IOW(0x94, 22, __u64)
-	BTRFS_IOC_SNAP_CREATE_V2       = 0x50009417 // _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
-	BTRFS_IOC_START_SYNC           = 0x80089418 // _IOR(0x94, 24, __u64)
-	BTRFS_IOC_SUBVOL_CREATE_V2     = 0x50009418 // _IOW(0x94, 24, struct btrfs_ioctl_vol_args_v2)
-	BTRFS_IOC_SUBVOL_GETFLAGS      = 0x80089419 // _IOR(0x94, 25, __u64)
-	BTRFS_IOC_SUBVOL_SETFLAGS      = 0x4008941a // _IOW(0x94, 26, __u64)
-	BTRFS_IOC_DEV_INFO             = 0xd000941e // _IOWR(0x94, 30, struct btrfs_ioctl_dev_info_args)
-	BTRFS_IOC_FS_INFO              = 0x8400941f // _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)
-	BTRFS_IOC_GET_SUBVOL_INFO      = 0x81f8943c // _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args)
-	BTRFS_IOC_GET_SUBVOL_ROOTREF   = 0xd000943d // _IOWR(0x94, 61, struct btrfs_ioctl_get_subvol_rootref_args)
-	BTRFS_IOC_INO_LOOKUP_USER      = 0xd000943e // _IOWR(0x94, 62, struct btrfs_ioctl_ino_lookup_user_args)
-	BTRFS_IOC_SNAP_DESTROY_V2      = 0x5000943f // _IOW(0x94, 63, struct btrfs_ioctl_vol_args_v2)
-	BTRFS_IOC_SUBVOL_SYNC_WAIT     = 0x40109441 // _IOW(0x94, 65, struct btrfs_ioctl_subvol_wait), kernel 6.13
+	iocSizeShift = 16
+	iocDirShift  = iocSizeShift + iocSizeBits
+	iocBtrfs     = BTRFS_IOCTL_MAGIC << 8
+
+	iocIO  = iocNone << iocDirShift              // _IO
+	iocR   = iocRead << iocDirShift              // _IOR
+	iocW   = iocWrite << iocDirShift             // _IOW
+	iocWR  = (iocRead | iocWrite) << iocDirShift // _IOWR
+	iocMax = 1<<iocSizeBits - 1                  // the largest argument size
+
+	// ptrSize is the size of a C pointer and unsigned long, 4 or 8, as an
+	// untyped constant (unsafe.Sizeof would be a typed one).
+	ptrSize = (32 << (^uint(0) >> 63)) / 8
+)
+
+// The kernel rejects an argument size that does not fit _IOC_SIZEBITS at
+// compile time (_IOC_TYPECHECK); so does this, for the largest one.
+var _ [iocMax - SizeofVolArgs]struct{}
+
+// Request numbers, as the kernel's _IO/_IOR/_IOW/_IOWR macros compute them
+// on the architecture being built for. The sizes are the Sizeof constants,
+// which abi_test.go pins against unsafe.Sizeof of the Go structs, and the
+// values are pinned per architecture family by TestRequestNumbers (and on
+// amd64 against linux/btrfs.h by TestHeaderConstants). The comments give
+// the amd64 value.
+const (
+	BTRFS_IOC_SYNC               = iocIO | iocBtrfs | 8                                             // 0x9408: _IO(0x94, 8)
+	BTRFS_IOC_SNAP_DESTROY       = iocW | SizeofVolArgs<<iocSizeShift | iocBtrfs | 15               // 0x5000940f: _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
+	BTRFS_IOC_TREE_SEARCH        = iocWR | SizeofSearchArgs<<iocSizeShift | iocBtrfs | 17           // 0xd0009411: _IOWR(0x94, 17, struct btrfs_ioctl_search_args)
+	BTRFS_IOC_TREE_SEARCH_V2     = iocWR | SizeofSearchArgsV2<<iocSizeShift | iocBtrfs | 17         // 0xc0709411: _IOWR(0x94, 17, struct btrfs_ioctl_search_args_v2)
+	BTRFS_IOC_INO_LOOKUP         = iocWR | SizeofInoLookupArgs<<iocSizeShift | iocBtrfs | 18        // 0xd0009412: _IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args)
+	BTRFS_IOC_DEFAULT_SUBVOL     = iocW | 8<<iocSizeShift | iocBtrfs | 19                           // 0x40089413: _IOW(0x94, 19, __u64)
+	BTRFS_IOC_SPACE_INFO         = iocWR | SizeofSpaceArgs<<iocSizeShift | iocBtrfs | 20            // 0xc0109414: _IOWR(0x94, 20, struct btrfs_ioctl_space_args)
+	BTRFS_IOC_WAIT_SYNC          = iocW | 8<<iocSizeShift | iocBtrfs | 22                           // 0x40089416: _IOW(0x94, 22, __u64)
+	BTRFS_IOC_SNAP_CREATE_V2     = iocW | SizeofVolArgsV2<<iocSizeShift | iocBtrfs | 23             // 0x50009417: _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
+	BTRFS_IOC_START_SYNC         = iocR | 8<<iocSizeShift | iocBtrfs | 24                           // 0x80089418: _IOR(0x94, 24, __u64)
+	BTRFS_IOC_SUBVOL_CREATE_V2   = iocW | SizeofVolArgsV2<<iocSizeShift | iocBtrfs | 24             // 0x50009418: _IOW(0x94, 24, struct btrfs_ioctl_vol_args_v2)
+	BTRFS_IOC_SUBVOL_GETFLAGS    = iocR | 8<<iocSizeShift | iocBtrfs | 25                           // 0x80089419: _IOR(0x94, 25, __u64)
+	BTRFS_IOC_SUBVOL_SETFLAGS    = iocW | 8<<iocSizeShift | iocBtrfs | 26                           // 0x4008941a: _IOW(0x94, 26, __u64)
+	BTRFS_IOC_DEV_INFO           = iocWR | SizeofDevInfoArgs<<iocSizeShift | iocBtrfs | 30          // 0xd000941e: _IOWR(0x94, 30, struct btrfs_ioctl_dev_info_args)
+	BTRFS_IOC_FS_INFO            = iocR | SizeofFsInfoArgs<<iocSizeShift | iocBtrfs | 31            // 0x8400941f: _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)
+	BTRFS_IOC_GET_SUBVOL_INFO    = iocR | SizeofGetSubvolInfoArgs<<iocSizeShift | iocBtrfs | 60     // 0x81f8943c: _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args)
+	BTRFS_IOC_GET_SUBVOL_ROOTREF = iocWR | SizeofGetSubvolRootrefArgs<<iocSizeShift | iocBtrfs | 61 // 0xd000943d: _IOWR(0x94, 61, struct btrfs_ioctl_get_subvol_rootref_args)
+	BTRFS_IOC_INO_LOOKUP_USER    = iocWR | SizeofInoLookupUserArgs<<iocSizeShift | iocBtrfs | 62    // 0xd000943e: _IOWR(0x94, 62, struct btrfs_ioctl_ino_lookup_user_args)
+	BTRFS_IOC_SNAP_DESTROY_V2    = iocW | SizeofVolArgsV2<<iocSizeShift | iocBtrfs | 63             // 0x5000943f: _IOW(0x94, 63, struct btrfs_ioctl_vol_args_v2)
+	BTRFS_IOC_SUBVOL_SYNC_WAIT   = iocW | SizeofSubvolWait<<iocSizeShift | iocBtrfs | 65            // 0x40109441: _IOW(0x94, 65, struct btrfs_ioctl_subvol_wait), kernel 6.13
+
+	// Send and receive. The argument structs hold pointers, so their
+	// sizes differ on 32-bit architectures: sizeofSendArgs and friends are
+	// in layout_386.go and layout_not386.go.
+	BTRFS_IOC_SET_RECEIVED_SUBVOL = iocWR | sizeofReceivedSubvolArgs<<iocSizeShift | iocBtrfs | 37 // 0xc0c89425: _IOWR(0x94, 37, struct btrfs_ioctl_received_subvol_args)
+	BTRFS_IOC_SEND                = iocW | sizeofSendArgs<<iocSizeShift | iocBtrfs | 38            // 0x40489426: _IOW(0x94, 38, struct btrfs_ioctl_send_args)
+	BTRFS_IOC_ENCODED_WRITE       = iocW | sizeofEncodedIOArgs<<iocSizeShift | iocBtrfs | 64       // 0x40809440: _IOW(0x94, 64, struct btrfs_ioctl_encoded_io_args), kernel 5.18
+)
+
+// Constants of the btrfs uapi headers.
+const (
 	BTRFS_IOCTL_MAGIC              = 0x94
 	BTRFS_SUPER_MAGIC              = 0x9123683e
 	BTRFS_FIRST_FREE_OBJECTID      = 256 // inode number of every subvolume's root directory
@@ -63,13 +107,49 @@ const (
 	BTRFS_SUBVOL_SYNC_PEEK_FIRST      = 3
 	BTRFS_SUBVOL_SYNC_PEEK_LAST       = 4
 
+	// The type and profile bits of a block group (btrfs_tree.h), as
+	// SPACE_INFO reports them; the profile gives the raw-to-logical ratio.
 	BTRFS_BLOCK_GROUP_DATA      = 1 << 0
 	BTRFS_BLOCK_GROUP_SYSTEM    = 1 << 1
 	BTRFS_BLOCK_GROUP_METADATA  = 1 << 2
+	BTRFS_BLOCK_GROUP_RAID0     = 1 << 3
+	BTRFS_BLOCK_GROUP_RAID1     = 1 << 4
+	BTRFS_BLOCK_GROUP_DUP       = 1 << 5
+	BTRFS_BLOCK_GROUP_RAID10    = 1 << 6
+	BTRFS_BLOCK_GROUP_RAID5     = 1 << 7
+	BTRFS_BLOCK_GROUP_RAID6     = 1 << 8
+	BTRFS_BLOCK_GROUP_RAID1C3   = 1 << 9
+	BTRFS_BLOCK_GROUP_RAID1C4   = 1 << 10
 	BTRFS_SPACE_INFO_GLOBAL_RSV = 1 << 49
+
+	// BTRFS_ROOT_SUBVOL_RDONLY is the read-only bit of a root item's flags
+	// (as GET_SUBVOL_INFO reports them); SUBVOL_GETFLAGS uses
+	// BTRFS_SUBVOL_RDONLY.
+	BTRFS_ROOT_SUBVOL_RDONLY = 1 << 0
 )
 
-// Struct sizes, pinned against the kernel header.
+// Offsets in the packed on-disk struct btrfs_root_item (btrfs_tree.h).
+// Tree search returns item bodies as they are on disk, little-endian on
+// every architecture (read them with binary.LittleEndian: parseRootItem,
+// parseRootRef); the SearchHeader before each is in native byte order.
+const (
+	rootItemFlags        = 208
+	rootItemUUID         = 247
+	rootItemParentUUID   = 263
+	rootItemReceivedUUID = 279
+	rootItemCtransid     = 295
+	rootItemCtime        = 327 // 4 packed btrfs_timespec of 12 bytes
+	rootItemGeneration   = 160
+	rootItemGenerationV2 = 239
+	sizeofRootItem       = 439
+)
+
+// (rootItemRefs, the offset of the u32 refs field, is in sync.go.)
+
+// Struct sizes, the same on every architecture; pinned against unsafe.Sizeof
+// by TestStructLayout and against the kernel header by TestHeaderStructs.
+// SizeofTimespec and SizeofGetSubvolInfoArgs, which differ on 386, are in
+// layout_386.go and layout_not386.go.
 const (
 	SizeofVolArgs              = 4096
 	SizeofVolArgsV2            = 4096
@@ -79,14 +159,12 @@ const (
 	SizeofSearchArgsV2         = 112 // without the flexible buffer
 	SizeofInoLookupArgs        = 4096
 	SizeofInoLookupUserArgs    = 4096
-	SizeofGetSubvolInfoArgs    = 504
 	SizeofGetSubvolRootrefArgs = 4096
 	SizeofSpaceArgs            = 16 // without the flexible array
 	SizeofSpaceInfo            = 24
 	SizeofDevInfoArgs          = 4096
 	SizeofFsInfoArgs           = 1024
 	SizeofSubvolWait           = 16
-	SizeofTimespec             = 16
 	SizeofRootRef              = 18 // struct btrfs_root_ref, packed
 )
 
@@ -163,13 +241,6 @@ type InoLookupUserArgs struct {
 	Treeid uint64
 	Name   [BTRFS_VOL_NAME_MAX + 1]byte
 	Path   [BTRFS_INO_LOOKUP_USER_PATH_MAX]byte
-}
-
-// Timespec is struct btrfs_ioctl_timespec.
-type Timespec struct {
-	Sec  uint64
-	Nsec uint32
-	_    uint32
 }
 
 // GetSubvolInfoArgs is struct btrfs_ioctl_get_subvol_info_args.

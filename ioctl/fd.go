@@ -50,7 +50,7 @@ func CheckBtrfs(fd int) error {
 	if err := unix.Fstatfs(fd, &st); err != nil {
 		return err
 	}
-	if st.Type != BTRFS_SUPER_MAGIC {
+	if uint32(st.Type) != BTRFS_SUPER_MAGIC { // Type is int32 on 32-bit arches, uint32 on s390x
 		return ErrNotBtrfs
 	}
 	return nil

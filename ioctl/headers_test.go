@@ -89,6 +89,11 @@ func TestHeaderConstants(t *testing.T) {
 		"rootItemCtransid":                  rootItemCtransid,
 		"rootItemCtime":                     rootItemCtime,
 		"SizeofTimespecPacked":              12,
+
+		// Send and receive.
+		"BTRFS_IOC_SET_RECEIVED_SUBVOL": BTRFS_IOC_SET_RECEIVED_SUBVOL,
+		"BTRFS_IOC_SEND":                BTRFS_IOC_SEND,
+		"BTRFS_IOC_ENCODED_WRITE":       BTRFS_IOC_ENCODED_WRITE,
 	}
 	if cheader.SyncWaitFromCopy {
 		t.Log("linux/btrfs.h predates 6.13: SUBVOL_SYNC_WAIT checked against the copied 6.13 definition")

@@ -7,10 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// BTRFS_ROOT_SUBVOL_RDONLY is the read-only bit of a root item's flags (as
-// GET_SUBVOL_INFO reports them); SUBVOL_GETFLAGS uses BTRFS_SUBVOL_RDONLY.
-const BTRFS_ROOT_SUBVOL_RDONLY = 1 << 0
-
 // UUID is a subvolume UUID; the zero value means none.
 type UUID [BTRFS_UUID_SIZE]byte
 
@@ -104,7 +100,7 @@ func IsSubvolume(path string) (bool, error) {
 	if err := unix.Statfs(path, &sfs); err != nil {
 		return false, pathErr("statfs", path, err)
 	}
-	if sfs.Type != BTRFS_SUPER_MAGIC {
+	if uint32(sfs.Type) != BTRFS_SUPER_MAGIC { // Type is int32 on 32-bit arches, uint32 on s390x
 		return false, pathErr("statfs", path, ErrNotBtrfs)
 	}
 	var st unix.Stat_t

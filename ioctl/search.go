@@ -40,6 +40,21 @@ func searchItems(buf []byte, n uint32, fn func(h *SearchHeader, data []byte) boo
 	return nil
 }
 
+// rootTreeKey is the tree search key for every item of type typ with
+// objectid id in the root tree, at any offset and transid: a subvolume's
+// ROOT_ITEM_KEY, ROOT_REF_KEY (its children) or ROOT_BACKREF_KEY (its
+// parent) items, or with BTRFS_ORPHAN_OBJECTID the orphan items of deleted
+// subvolumes. Root tree searches take their key from here rather than
+// spelling it out; searchAll pages it by offset.
+func rootTreeKey(id uint64, typ uint32) SearchKey {
+	return SearchKey{
+		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
+		Min_objectid: id, Max_objectid: id,
+		Min_type: typ, Max_type: typ,
+		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
+	}
+}
+
 // searchAll runs a tree search for key over every matching item, paging
 // through results, and calls fn for each item until fn returns false. key
 // must fix objectid and type, so that paging advances the offset only.
@@ -95,19 +110,6 @@ func parseRootRef(data []byte) (rootRef, bool) {
 	}, true
 }
 
-// Offsets in the packed on-disk struct btrfs_root_item (btrfs_tree.h).
-const (
-	rootItemFlags        = 208
-	rootItemUUID         = 247
-	rootItemParentUUID   = 263
-	rootItemReceivedUUID = 279
-	rootItemCtransid     = 295
-	rootItemCtime        = 327 // 4 packed btrfs_timespec of 12 bytes
-	rootItemGeneration   = 160
-	rootItemGenerationV2 = 239
-	sizeofRootItem       = 439
-)
-
 // parseRootItem fills the fields of info that a root item holds. Items
 // written by kernels before 3.5 lack the v2 part (UUIDs, transids, times);
 // those fields then stay zero, as the kernel itself treats them.
@@ -144,14 +146,8 @@ func parseRootItem(data []byte, info *SubvolInfo) bool {
 // found is false when the subvolume has no root item: it never existed or
 // the cleaner has removed it.
 func rootItem(fd int, id uint64, info *SubvolInfo) (found bool, err error) {
-	key := SearchKey{
-		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
-		Min_objectid: id, Max_objectid: id,
-		Min_type: BTRFS_ROOT_ITEM_KEY, Max_type: BTRFS_ROOT_ITEM_KEY,
-		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
-	}
 	bad := false
-	err = searchAll(fd, nil, key, func(h *SearchHeader, data []byte) bool {
+	err = searchAll(fd, nil, rootTreeKey(id, BTRFS_ROOT_ITEM_KEY), func(h *SearchHeader, data []byte) bool {
 		found = true
 		if info != nil && !parseRootItem(data, info) {
 			bad = true
@@ -181,16 +177,10 @@ func inoLookupPath(fd int, treeid, dirid uint64) (string, error) {
 func pathFromTop(fd int, id uint64) (string, error) {
 	var elems []string
 	for id != BTRFS_FS_TREE_OBJECTID {
-		key := SearchKey{
-			Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
-			Min_objectid: id, Max_objectid: id,
-			Min_type: BTRFS_ROOT_BACKREF_KEY, Max_type: BTRFS_ROOT_BACKREF_KEY,
-			Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
-		}
 		var parent uint64
 		var ref rootRef
 		ok := false
-		err := searchAll(fd, nil, key, func(h *SearchHeader, data []byte) bool {
+		err := searchAll(fd, nil, rootTreeKey(id, BTRFS_ROOT_BACKREF_KEY), func(h *SearchHeader, data []byte) bool {
 			parent = h.Offset
 			ref, ok = parseRootRef(data)
 			return false

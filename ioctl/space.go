@@ -4,19 +4,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Profile bits of a block group (btrfs_tree.h), for the raw-to-logical
-// ratio of space infos.
-const (
-	BTRFS_BLOCK_GROUP_RAID0   = 1 << 3
-	BTRFS_BLOCK_GROUP_RAID1   = 1 << 4
-	BTRFS_BLOCK_GROUP_DUP     = 1 << 5
-	BTRFS_BLOCK_GROUP_RAID10  = 1 << 6
-	BTRFS_BLOCK_GROUP_RAID5   = 1 << 7
-	BTRFS_BLOCK_GROUP_RAID6   = 1 << 8
-	BTRFS_BLOCK_GROUP_RAID1C3 = 1 << 9
-	BTRFS_BLOCK_GROUP_RAID1C4 = 1 << 10
-)
-
 // Usage is what `btrfs filesystem usage -b` prints as "Device size" and
 // "Used": the size of all devices, and the raw bytes used on them (logical
 // bytes used times the profile's copies, DUP metadata counting twice).

@@ -25,7 +25,7 @@ func IsBtrfs(path string) (bool, error) {
 	if err := unix.Statfs(path, &st); err != nil {
 		return false, &fs.PathError{Op: "statfs", Path: path, Err: err}
 	}
-	return st.Type == unix.BTRFS_SUPER_MAGIC, nil
+	return uint32(st.Type) == unix.BTRFS_SUPER_MAGIC, nil // Type is int32 on 32-bit arches, uint32 on s390x
 }
 
 // Mount is one line of /proc/self/mountinfo (see proc_pid_mountinfo(5)),

@@ -220,7 +220,7 @@ func mountOfBoth(t *testing.T, path string) Mount {
 	if err := unix.Statfs(resolved, &sfs); err != nil {
 		t.Fatal(err)
 	}
-	fallback, ok := findMount(mounts, resolved, unix.Major(st.Dev), unix.Minor(st.Dev), 0, sfs.Type == unix.BTRFS_SUPER_MAGIC)
+	fallback, ok := findMount(mounts, resolved, unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), 0, uint32(sfs.Type) == unix.BTRFS_SUPER_MAGIC)
 	if !ok || !reflect.DeepEqual(fallback, m) {
 		t.Errorf("for %s the fallback found %+v (%v), statx %+v", path, fallback, ok, m)
 	}
@@ -239,7 +239,7 @@ func TestMountOfBtrfs(t *testing.T) {
 	}
 	// btrfs gives every subvolume, the top one included, an anonymous
 	// device of its own as st_dev; mountinfo shows the superblock's.
-	t.Logf("mount device %d:%d, st_dev of the top subvolume %d:%d", m.Major, m.Minor, unix.Major(st.Dev), unix.Minor(st.Dev))
+	t.Logf("mount device %d:%d, st_dev of the top subvolume %d:%d", m.Major, m.Minor, unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)))
 	if m.HasOption("user_subvol_rm_allowed") {
 		t.Errorf("mount without user_subvol_rm_allowed has it: %q %q", m.Options, m.SuperOptions)
 	}
@@ -258,7 +258,7 @@ func TestMountOfBtrfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if subSt.Dev == st.Dev {
-		t.Errorf("nested subvolume has the same st_dev as the top one (%d:%d)", unix.Major(st.Dev), unix.Minor(st.Dev))
+		t.Errorf("nested subvolume has the same st_dev as the top one (%d:%d)", unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)))
 	}
 	for _, p := range []string{sub, filepath.Join(sub, "dir"), filepath.Join(sub, "dir", "..", "dir")} {
 		if got := mountOfBoth(t, p); got.ID != m.ID {

@@ -104,7 +104,7 @@ func TestNewIsEmptyBtrfs(t *testing.T) {
 	if err := unix.Statfs(fs.Path, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Type != unix.BTRFS_SUPER_MAGIC {
+	if uint32(st.Type) != unix.BTRFS_SUPER_MAGIC {
 		t.Errorf("statfs(%s).Type = %#x, want BTRFS_SUPER_MAGIC", fs.Path, st.Type)
 	}
 	var sst unix.Stat_t
@@ -135,7 +135,7 @@ func TestSize(t *testing.T) {
 	if err := unix.Statfs(fs.Path, &st); err != nil {
 		t.Fatal(err)
 	}
-	if total := int64(st.Blocks) * st.Bsize; total > size || total < size/2 {
+	if total := int64(st.Blocks) * int64(st.Bsize); total > size || total < size/2 {
 		t.Errorf("filesystem size %d, want about %d", total, size)
 	}
 }

@@ -117,6 +117,11 @@ var Values = map[string]uint64{
 	"BTRFS_SPACE_INFO_GLOBAL_RSV":       C.BTRFS_SPACE_INFO_GLOBAL_RSV,
 	"BTRFS_ROOT_SUBVOL_RDONLY":          C.BTRFS_ROOT_SUBVOL_RDONLY,
 
+	// Send and receive.
+	"BTRFS_IOC_SET_RECEIVED_SUBVOL": C.BTRFS_IOC_SET_RECEIVED_SUBVOL,
+	"BTRFS_IOC_SEND":                C.BTRFS_IOC_SEND,
+	"BTRFS_IOC_ENCODED_WRITE":       C.BTRFS_IOC_ENCODED_WRITE,
+
 	"SizeofRootRef":        C.sizeof_struct_btrfs_root_ref,
 	"sizeofRootItem":       C.sizeof_struct_btrfs_root_item,
 	"rootItemGeneration":   uint64(C.root_item_off_generation),
