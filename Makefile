@@ -88,14 +88,17 @@ deps-cross:
 # -short tests in TCG guests for arm64, ppc64le and s390x (big-endian), on
 # Debian's kernels, with the test binaries cross-compiled and that
 # architecture's mkfs.btrfs and btrfs in the guest. Any user, once
-# make deps-cross has run. (-short is passed to all three packages; today
-# none of their tests looks at it.)
+# make deps-cross has run. -short reaches all three packages, but no test
+# looks at testing.Short yet: until the store's long tests skip themselves,
+# VMTEST_CROSS_SKIP names them (each 3 to 15 s natively, 10 to 15 times that
+# under TCG: the whole store suite alone takes over 10 minutes per guest).
 VMTEST_CROSS_ARCHES ?= arm64,ppc64le,s390x
+VMTEST_CROSS_SKIP ?= ^(TestHostileWithoutOpenat2|TestHostileWorkReplaced|TestReadOnlyRemount|TestCrashRecovery|TestBuildBaseDeletedConcurrently|TestFullDisk|TestStress|TestHostileMounts|TestHostileImmutable|TestHostileNestedSubvolumes)$$
 vmtest-cross:
 	@for q in qemu-system-aarch64 qemu-system-ppc64 qemu-system-s390x; do \
 		command -v $$q >/dev/null || { echo "missing $$q; run: sudo make deps-cross"; exit 1; }; \
 	done
-	$(GO) run ./test/vm -arch $(VMTEST_CROSS_ARCHES) -short -timeout 15m $(VMTEST_ARGS) ./ioctl ./kernel ./store
+	$(GO) run ./test/vm -arch $(VMTEST_CROSS_ARCHES) -short -timeout 15m $(VMTEST_ARGS) ./ioctl ./kernel ./store -- -skip '$(VMTEST_CROSS_SKIP)'
 
 # demo-vm runs the builder's demo (the embedded build, twice) inside the VM:
 # the way to see it without root.
