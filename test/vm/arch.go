@@ -22,8 +22,9 @@ type Arch struct {
 	Console     string   // the kernel's console device for qemu's -serial stdio
 	DiskDevice  string   // qemu -device model for the virtio disk
 
-	// Modules are what the guest needs beyond its kernel, dependencies
-	// resolved by the harness; built-in ones are skipped.
+	// Modules are what the guest needs beyond its kernel: the virtio bus
+	// and disk, loop devices for the btrfs test fixture, and btrfs itself.
+	// The harness adds their dependencies and skips built-in ones.
 	Modules []string
 	// Kernels maps -kernels names to Debian kernel packages (a metapackage
 	// is resolved to the image package it depends on). DefaultKernels is

@@ -16,7 +16,7 @@ import (
 type Kernel struct {
 	Name       string // as asked for: "6.1", "6.12", or the VMTEST_KERNEL path
 	Release    string // uname -r, the directory under lib/modules
-	Image      string // vmlinuz
+	Image      string // what qemu boots: vmlinuz, or vmlinux on ppc64
 	ModulesDir string // lib/modules/<release>; "" if the kernel needs no modules
 	Config     string // its .config, "" if unknown
 }
