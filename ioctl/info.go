@@ -114,7 +114,7 @@ func SubvolumeInfo(path string) (SubvolInfo, error) {
 	if err != nil {
 		return info, pathErr("BTRFS_IOC_GET_SUBVOL_INFO", path, err)
 	}
-	if p, err := pathFromTop(fd, info.ID); err == nil {
+	if p, err := pathByID(fd, info.ID); err == nil {
 		info.Path = p
 	}
 	return info, nil
