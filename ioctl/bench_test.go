@@ -70,33 +70,11 @@ func newBenchFS(b *testing.B) (root string, rootFd int) {
 	return fsys.Path, mustOpenDir(b, fsys.Path)
 }
 
-// benchNames returns n subvolume names, prefix followed by the index, made
-// before the timer starts so that no implementation pays for formatting.
-func benchNames(prefix string, n int) []string {
-	names := make([]string, n)
-	for i := range names {
-		names[i] = prefix + strconv.Itoa(i)
-	}
-	return names
-}
-
-// benchPaths is benchNames joined to dir.
-func benchPaths(dir, prefix string, n int) []string {
-	paths := benchNames(prefix, n)
-	for i, name := range paths {
-		paths[i] = filepath.Join(dir, name)
-	}
-	return paths
-}
-
 // benchFill writes benchFileCount small files into dir.
 func benchFill(b *testing.B, dir string) {
 	b.Helper()
-	content := []byte(strings.Repeat("x", benchFileSize))
-	for i := range benchFileCount {
-		if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i)), content, 0o644); err != nil {
-			b.Fatal(err)
-		}
+	if err := btrfstest.Fill(dir, benchFileCount, benchFileSize); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -210,7 +188,7 @@ func benchLoop(b *testing.B, op func(i int)) {
 func runBenchOp(b *testing.B, op benchOp) {
 	b.Run("impl=btrstore", func(b *testing.B) {
 		env := op.setup(b)
-		names := benchNames("s", b.N)
+		names := btrfstest.Names("s", b.N)
 		benchLoop(b, func(i int) {
 			if err := op.at(env, names[i]); err != nil {
 				b.Fatal(err)
@@ -219,7 +197,7 @@ func runBenchOp(b *testing.B, op benchOp) {
 	})
 	b.Run("impl=btrstore-path", func(b *testing.B) {
 		env := op.setup(b)
-		paths := benchPaths(env.dir, "s", b.N)
+		paths := btrfstest.Paths(env.dir, "s", b.N)
 		benchLoop(b, func(i int) {
 			if err := op.path(env, paths[i]); err != nil {
 				b.Fatal(err)
@@ -228,7 +206,7 @@ func runBenchOp(b *testing.B, op benchOp) {
 	})
 	b.Run("impl=syscall", func(b *testing.B) {
 		env := op.setup(b)
-		names := benchNames("s", b.N)
+		names := btrfstest.Names("s", b.N)
 		bare := op.bare(b, env)
 		benchLoop(b, func(i int) { bare(names[i]) })
 	})
@@ -236,7 +214,7 @@ func runBenchOp(b *testing.B, op benchOp) {
 		b.Run("impl="+cli.impl, func(b *testing.B) {
 			btrfs := btrfsCommand(b, cli.sudo) // skips before making a filesystem
 			env := op.setup(b)
-			paths := benchPaths(env.dir, "s", b.N)
+			paths := btrfstest.Paths(env.dir, "s", b.N)
 			benchLoop(b, func(i int) { btrfs(op.cli(env, paths[i])...) })
 		})
 	}
@@ -300,12 +278,12 @@ func BenchmarkSnapshotReadOnly(b *testing.B) {
 	})
 }
 
-// setupDelete creates b.N empty subvolumes named by benchNames("s", b.N) on
+// setupDelete creates b.N empty subvolumes named by btrfstest.Names("s", b.N) on
 // a fresh filesystem and commits them.
 func setupDelete(b *testing.B) benchEnv {
 	b.Helper()
 	root, rootFd := newBenchFS(b)
-	for _, name := range benchNames("s", b.N) {
+	for _, name := range btrfstest.Names("s", b.N) {
 		if err := CreateSubvolumeAt(rootFd, name); err != nil {
 			b.Fatal(err)
 		}
@@ -336,7 +314,7 @@ func BenchmarkDeleteWait(b *testing.B) {
 	// setup returns the subvolumes' paths and ids, committed.
 	setup := func(b *testing.B) (root string, rootFd int, paths []string, ids []uint64) {
 		root, rootFd = newBenchFS(b)
-		paths = benchPaths(root, "s", b.N)
+		paths = btrfstest.Paths(root, "s", b.N)
 		for _, p := range paths {
 			if err := CreateSubvolume(p); err != nil {
 				b.Fatal(err)
@@ -349,7 +327,7 @@ func BenchmarkDeleteWait(b *testing.B) {
 	}
 	b.Run("impl=btrstore", func(b *testing.B) {
 		root, rootFd, _, ids := setup(b)
-		names := benchNames("s", b.N)
+		names := btrfstest.Names("s", b.N)
 		ctx := b.Context()
 		benchLoop(b, func(i int) {
 			if err := DeleteSubvolumeAt(rootFd, names[i], 0); err != nil {
@@ -386,8 +364,8 @@ func TestWrapperAllocs(t *testing.T) {
 	mustCreate(t, fsys.Path, "src")
 	srcFd := mustOpenDir(t, src)
 	const runs = 50
-	names := benchNames("a", runs+1) // AllocsPerRun calls once more to warm up
-	paths := benchPaths(fsys.Path, "a", runs+1)
+	names := btrfstest.Names("a", runs+1) // AllocsPerRun calls once more to warm up
+	paths := btrfstest.Paths(fsys.Path, "a", runs+1)
 	for _, tc := range []struct {
 		op   string
 		max  float64 // string conversions for system calls
