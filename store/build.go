@@ -61,6 +61,9 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 		return err
 	}
 	defer leave()
+	if base != "" {
+		defer s.bases.add(base)() // Prune leaves base alone meanwhile
+	}
 	held, err := s.builds.Lock(ctx, id)
 	if err != nil {
 		return err
@@ -275,6 +278,9 @@ func (s *Store) makeWork(tmpFd int, base string) error {
 	err = ioctl.SnapshotAt(baseFd, tmpFd, workName, 0)
 	if err == nil {
 		err = s.failAt("snapshot-base")
+	}
+	if err == nil {
+		s.markUsed(base) // see Results
 	}
 	if errors.Is(err, unix.EPERM) {
 		err = explainSnapshotEPERM(err, baseFd, "base "+base)

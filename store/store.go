@@ -120,6 +120,7 @@ type Store struct {
 	seq     atomic.Uint64 // names of temporary entries
 	builds  cache.Table   // one Build per id at a time
 	results rwLocks       // shared: snapshotting as a base; exclusive: Delete
+	bases   useCounts     // results that running builds started from (Prune skips them)
 	caches  cache.Table   // per cache name: lock and generation
 
 	mu      sync.Mutex               // guards running and leases
@@ -607,8 +608,9 @@ func (s *Store) tmpName(prefix string) string {
 // matching fs.ErrNotExist when there is none. The path leads to the
 // store's result: if a build step planted a mount or symlink over
 // root/result, it is repaired first (see Build), or the error matches
-// ErrWorkReplaced. It is O(1): three statx calls, whatever the number of
-// results.
+// ErrWorkReplaced. It records that the result was used (see Results and
+// Prune). It is O(1): three statx calls and a utimensat (no commit, no
+// fsync), whatever the number of results.
 func (s *Store) Result(id string) (string, error) {
 	if err := validID(id); err != nil {
 		return "", err
@@ -623,6 +625,7 @@ func (s *Store) Result(id string) (string, error) {
 		if err = s.checkDir(&s.dirResult); err != nil {
 			return "", &fs.PathError{Op: "result", Path: id, Err: err}
 		}
+		s.markUsed(id) // see Results
 	}
 	return p, err
 }
