@@ -17,15 +17,19 @@ import (
 // CacheLease is a writable clone of a cache, given out by Store.Cache.
 type CacheLease struct {
 	s     *Store
-	name  string  // cache name as given
-	entry string  // its escaped directory entry in cache/
-	clone string  // its directory entry in cache-tmp/
-	gen   uint64  // the cache's generation when cloned
-	vol   workVol // the clone as created, open until released
-	volID fileID  // what Path must lead to
-	start time.Time
-	once  sync.Once
-	err   error
+	name  string           // cache name as given
+	entry string           // its escaped directory entry in cache/
+	clone string           // its directory entry in cache-tmp/
+	gen   uint64           // the cache's generation when cloned
+	vol   workVol          // the clone as created, open until released
+	volID fileID           // what Path must lead to
+	mark  ioctl.ChangeMark // the clone as handed out, if marked
+	// marked: mark is set, and Release may keep the current version
+	// when the clone is unchanged (see changedClone).
+	marked bool
+	start  time.Time
+	once   sync.Once
+	err    error
 }
 
 // maxID is the largest uid or gid: (uid_t)-1 means "unchanged" to chown.
@@ -108,9 +112,7 @@ func (s *Store) clone(l *CacheLease, owner Owner) error {
 		err = l.vol.identify(s.cacheTmpFd, l.clone)
 	}
 	if err == nil {
-		if err = unix.Fchown(l.vol.fd, owner.UID, owner.GID); err != nil {
-			err = &os.PathError{Op: "chown", Path: l.Path(), Err: err}
-		}
+		err = l.markAndChown(owner)
 	}
 	if err == nil {
 		// Path must lead to the clone, not through a mount or symlink
@@ -225,6 +227,12 @@ func (l *CacheLease) release(ctx context.Context) error {
 		// What was written through the path is not in the clone.
 		err = fmt.Errorf("%w: %s no longer leads to the clone (a mount or symlink on the way): what was written through it is not saved", ErrWorkReplaced, l.Path())
 		s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
+	case held.Generation() == l.gen && !l.changed():
+		// Nothing to save: the current version is the clone's content.
+		// The release still wins its generation.
+		held.Bump()
+		s.cacheReleased(l.entry)
+		s.log.V(1).Info("cache unchanged: current version kept", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
 	case held.Generation() == l.gen:
 		// The generation moves on only once the new version is in
 		// place: a save that fails keeps the old version, and another
@@ -234,6 +242,7 @@ func (l *CacheLease) release(ctx context.Context) error {
 			s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
 		} else {
 			held.Bump()
+			s.cacheReleased(l.entry)
 			s.log.V(1).Info("cache saved", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
 		}
 	default:

@@ -251,9 +251,12 @@ func (u *useCounts) inUse(id string) bool {
 // CacheInfo describes a cache, as Caches lists it.
 type CacheInfo struct {
 	Name string // as given to Cache
-	// LastReleased is when the cache's current version was saved by a
-	// Release (or created, if never saved): the creation time of the
-	// read-only subvolume cache/c-<name>.
+	// LastReleased is when the cache was last released: the creation
+	// time of its current version (the read-only subvolume
+	// cache/c-<name>, made when a Release saved it, or when the cache
+	// was created), or, if later, the last release by this Store that
+	// found the clone unchanged and kept the version (such a release
+	// writes nothing to disk, so after Close and Open it is forgotten).
 	LastReleased time.Time
 }
 
@@ -309,7 +312,11 @@ func (s *Store) listCaches() ([]CacheInfo, error) {
 		if err != nil {
 			continue // not a cache (Open removes it)
 		}
-		infos = append(infos, CacheInfo{Name: name, LastReleased: info.Otime})
+		last := info.Otime
+		if t := s.lastReleased(entry); t.After(last) {
+			last = t // an unchanged release, which keeps the version
+		}
+		infos = append(infos, CacheInfo{Name: name, LastReleased: last})
 	}
 	return infos, nil
 }

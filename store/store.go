@@ -116,12 +116,13 @@ type Store struct {
 	// an error it returns is taken as that step's.
 	fail func(step string) error
 
-	nonce   string        // random, new at each Open: in every temporary name
-	seq     atomic.Uint64 // names of temporary entries
-	builds  cache.Table   // one Build per id at a time
-	results rwLocks       // shared: snapshotting as a base; exclusive: Delete
-	bases   useCounts     // results that running builds started from (Prune skips them)
-	caches  cache.Table   // per cache name: lock and generation
+	nonce    string        // random, new at each Open: in every temporary name
+	seq      atomic.Uint64 // names of temporary entries
+	builds   cache.Table   // one Build per id at a time
+	results  rwLocks       // shared: snapshotting as a base; exclusive: Delete
+	bases    useCounts     // results that running builds started from (Prune skips them)
+	caches   cache.Table   // per cache name: lock and generation
+	released releaseTimes  // when this Store last released each cache
 
 	mu      sync.Mutex               // guards running and leases
 	running map[string]runningBuild  // builds in progress, by id
