@@ -422,7 +422,7 @@ func (s *Store) unpublish(id string, outFd int) error {
 // subvolume fails with ENOTEMPTY.
 func (s *Store) removeBuildDir(tmp string, tmpFd int, w *workVol, id string, published bool) error {
 	tmpDisplay := resultTmpDir + "/" + tmp
-	if published && w.verified {
+	if published && w.verified && s.deletes == deleteIoctl {
 		if err := ioctl.DeleteSubvolumeAt(tmpFd, workName, 0); errors.Is(err, unix.ENOTEMPTY) {
 			s.log.Info("the build left nested subvolumes in its work directory: they are empty directories in the result", "id", id)
 		}

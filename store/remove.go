@@ -463,6 +463,9 @@ func (s *Store) restoreSearch(dirFd int, name, display string) bool {
 // When the kernel refuses for want of permission, the subvolume is made
 // deletable (see unlockSubvolume) and tried again.
 func (s *Store) deleteSubvolume(dirFd int, name, display string) (mountHit bool, err error) {
+	if s.deletes == deleteRmdir {
+		return s.deleteByRmdir(dirFd, name, display) // no privilege (see rootless.go)
+	}
 	nestedDone, unlocked := false, false
 	for {
 		err := ioctl.DeleteSubvolumeAt(dirFd, name, 0)

@@ -86,6 +86,11 @@ type Store struct {
 	log    logr.Logger
 	report *kernel.Report
 
+	// How subvolumes are deleted and their cleanup waited for: chosen
+	// by Open (see rootless.go), fixed after.
+	deletes        deleteMechanism
+	commitOnlyWait bool // no tree search, no SUBVOL_SYNC_WAIT: CompleteDeletes commits
+
 	// ops counts the operations running; Close sets closed, so that new
 	// ones fail with ErrClosed, and waits for ops to drop to 0. Not a
 	// sync.RWMutex: a Close waiting for its write lock would block the
@@ -139,10 +144,16 @@ type Store struct {
 // until Close. A root that another user owns fails with an error matching
 // fs.ErrPermission that says to chown it.
 //
-// Privilege: deleting subvolumes needs CAP_SYS_ADMIN or the
-// user_subvol_rm_allowed mount option; waiting for cleanup needs
-// CAP_SYS_ADMIN or Linux 6.13. Open checks both and fails with an error that
-// says what is missing and how to get it (errors.Is(err, fs.ErrPermission)).
+// Privilege: none beyond owning the root. Open chooses the fastest
+// mechanism that works and logs which: subvolumes are deleted by ioctl
+// with CAP_SYS_ADMIN or the user_subvol_rm_allowed mount option, else by
+// emptying them and rmdir (Linux 4.18; deletes cost O(files), and a
+// result holding another user's files cannot be deleted so, see
+// rootless.go); deleted subvolumes are waited for by tree search
+// (CAP_SYS_ADMIN) or SUBVOL_SYNC_WAIT (Linux 6.13), else CompleteDeletes
+// only commits (see CompleteDeletes). Open fails, with an error that says
+// what is missing (errors.Is(err, fs.ErrPermission)), only when no
+// mechanism works (a kernel before 4.18 without the privileges).
 // Cleaning up after build steps that misbehave may need more, asked for
 // only then, with errors that name it: CAP_SYS_ADMIN to detach a mount a
 // step left, CAP_LINUX_IMMUTABLE to clear an immutable or append-only
@@ -169,14 +180,16 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 	err = r.Err // the check itself failed (no such path...): every Can* says so
 	if err == nil && !r.Btrfs {
 		err = r.CanUseBtrfs()
-	} else if err == nil {
-		err = errors.Join(r.CanUseBtrfs(), r.CanDeleteSubvolumes(), r.CanWaitDeleted())
+	}
+	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]runningBuild{}, leases: map[*CacheLease]struct{}{},
+		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
+	if err == nil && r.Btrfs {
+		err = errors.Join(r.CanUseBtrfs(), s.chooseMechanisms(r))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
 	}
-	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]runningBuild{}, leases: map[*CacheLease]struct{}{},
-		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
+	s.logMechanisms(r)
 	s.opsDone.L = &s.opsMu
 	var nonce [6]byte
 	rand.Read(nonce[:]) // never fails (crypto/rand)
@@ -766,6 +779,13 @@ func (s *Store) deleteInPlace(id string) error {
 // subvolume of the filesystem, so that FreeSpace is accurate. It forces a
 // transaction commit rather than waiting for the periodic one, and returns
 // ctx.Err() if ctx ends first.
+//
+// Without CAP_SYS_ADMIN on a kernel before 6.13 (no SUBVOL_SYNC_WAIT) the
+// cleaner cannot be seen: it commits twice and returns. Then the space of
+// the files in what this store deleted is free (rootless deletes remove
+// files one by one, and the commit releases them), but the emptied
+// subvolumes' own trees may still await the cleaner, and subvolumes that
+// other programs deleted are not waited for.
 func (s *Store) CompleteDeletes(ctx context.Context) error {
 	leave, err := s.enter()
 	if err != nil {
@@ -781,7 +801,11 @@ func (s *Store) CompleteDeletes(ctx context.Context) error {
 		defer close(done)
 		s.cancelIfReadOnly(ctx, cancel)
 	}()
-	err = ioctl.WaitDeleted(ctx, s.root)
+	if s.commitOnlyWait {
+		err = s.completeDeletesCommitOnly(ctx)
+	} else {
+		err = ioctl.WaitDeleted(ctx, s.root)
+	}
 	cancel(nil)
 	<-done
 	if err != nil {
