@@ -131,10 +131,24 @@ func prepareBareCacheUnchanged(e *benchEnv, n int) func(i int) error {
 // written, as BenchmarkCacheCycle), on one filesystem, and reports the
 // mean times (unchanged-ns/op, changed-ns/op) and their ratio, of the
 // means and of the medians.
+//
+// cycle=store-bare pairs the store's unchanged cycle with the bare one
+// instead: its ratio (reported under the same names) is the store's
+// overhead on the unchanged cycle.
 func BenchmarkPairedCacheUnchanged(b *testing.B) {
-	e := newBenchEnv(b)
-	unchanged := prepareStoreCacheUnchanged(e)
-	changed := prepareStoreCache(e, b.N, "")
+	b.Run("cycle=unchanged-changed", func(b *testing.B) {
+		e := newBenchEnv(b)
+		benchPairUnchanged(b, prepareStoreCacheUnchanged(e), prepareStoreCache(e, b.N, ""))
+	})
+	b.Run("cycle=store-bare", func(b *testing.B) {
+		e := newBenchEnv(b)
+		benchPairUnchanged(b, prepareStoreCacheUnchanged(e), prepareBareCacheUnchanged(e, b.N))
+	})
+}
+
+// benchPairUnchanged times b.N pairs of unchanged(i) and changed(i), in
+// alternating order.
+func benchPairUnchanged(b *testing.B, unchanged, changed func(int) error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	u, c := make([]time.Duration, b.N), make([]time.Duration, b.N)
