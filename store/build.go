@@ -428,6 +428,12 @@ func (s *Store) removeBuildDir(tmp string, tmpFd int, w *workVol, id string, pub
 		}
 	}
 	err := s.removeEntry(tmpFd, tmpDisplay, workName)
+	if err == nil && published {
+		// out/ is empty once its result is renamed away: rmdir it
+		// here, rather than fail the rmdir of the build directory and
+		// list both (a readdir walk of two directories a build).
+		unix.Unlinkat(tmpFd, stageDir, unix.AT_REMOVEDIR)
+	}
 	if err == nil {
 		if err = unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR); err != nil {
 			err = s.removeEntry(s.resultTmpFd, resultTmpDir, tmp)
