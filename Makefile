@@ -7,6 +7,13 @@ ROOT    := $(shell id -u)
 
 .PHONY: deps deps-s3 test lint vmtest demo demo-vm example-snapshot fuzz bench soak
 
+# MODULES are the directories of the repository's modules: the library (.),
+# whose go.mod requires golang.org/x/sys and go-logr/logr only, and the
+# nested modules that keep other dependencies out of its graph: remote/s3
+# (minio-go), receive/zstd (klauspost/compress) and tools (the bench
+# report and the dennwc/btrfs comparison). test, lint and fuzz run in each.
+MODULES := $(shell find . -name go.mod -not -path './.git/*' -not -path '*/testdata/*' -printf '%h\n' | sort)
+
 # deps installs the packages the tests use (mkfs.btrfs and btrfs for the
 # fixture and cross-checks, a C compiler and linux/btrfs.h for the header
 # oracle), or prints the command when not root; and deps-s3.
@@ -24,7 +31,7 @@ deps: deps-s3
 	fi
 
 # deps-s3 installs versitygw, the S3 server the remote/s3 tests start
-# (internal/s3test), into $(go env GOPATH)/bin unless that version is there:
+# (remote/s3/s3test), into $(go env GOPATH)/bin unless that version is there:
 # go install builds it from the Go module proxy (1.5 to 7 minutes here).
 VERSITYGW_VERSION := v1.8.0
 deps-s3:
@@ -34,18 +41,39 @@ deps-s3:
 		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
 	fi
 
-# test runs every package's tests, with the race detector. Privileged tests
+# test runs every package's tests in every module, with the race detector,
+# and fails if any module's did (after running them all). Privileged tests
 # need root; set BTRFS_TEST_REQUIRE=1 to make them fail rather than skip
-# when they cannot run.
+# when they cannot run. tools/modgraph checks that a consumer of the
+# library gets only x/sys and logr: it needs the Go module proxy.
 test: deps lint
-	$(GO) test -race -count=1 ./...
+	@rc=0; for m in $(MODULES); do \
+		echo "(cd $$m && $(GO) test -race -count=1 ./...)"; \
+		(cd $$m && $(GO) test -race -count=1 ./...) || rc=1; \
+	done; exit $$rc
 
 LINT_ARCHES ?= 386 arm arm64 ppc64le s390x riscv64 mips64le loong64
+# GO_LANG is the running go's language version (1.26), to tell which
+# modules declare an older one.
+GO_LANG = $(shell $(GO) env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	@set -e; for m in $(MODULES); do \
+		echo "(cd $$m && $(GO) vet ./...)"; \
+		(cd $$m && $(GO) vet ./...); \
+	done
 	$(GO) vet -tags soak ./store/
+	@# Each module builds with the oldest Go its go directive names (root:
+	@# 1.25.0; golang.org/x/sys v0.48+ would need 1.26): vet, with that
+	@# toolchain fetched from the Go proxy, where it is older than this go.
+	@set -e; for m in $(MODULES); do \
+		v=$$(sed -n 's/^go //p' $$m/go.mod); \
+		if [ "$$(printf '%s\n' "$$v" "$(GO_LANG)" | sort -V | head -1)" = "$$v" ] && [ "$${v%.*}" != "$(GO_LANG)" ]; then \
+			echo "(cd $$m && GOTOOLCHAIN=go$$v $(GO) vet ./...)"; \
+			(cd $$m && GOTOOLCHAIN=go$$v $(GO) vet ./...); \
+		fi; \
+	done
 	@# The ABI differs per architecture (ioctl/ioc_*.go, ioctl/layout_*.go,
 	@# statfs and stat field types): vet, which type-checks the tests too,
 	@# for each architecture btrfs runs on. Cross builds have no cgo, so the
@@ -86,21 +114,17 @@ demo-vm:
 	@command -v qemu-system-x86_64 >/dev/null || { echo "missing qemu; run: sudo apt-get install -y --no-install-recommends qemu-system-x86 btrfs-progs xz-utils"; exit 1; }
 	$(GO) run ./test/vm -kernels 6.12 -v -run TestDemo ./examples/builder
 
-# fuzz runs each fuzz target for FUZZTIME on top of its seed corpus
+# fuzz runs each fuzz target (every func Fuzz* in a committed _test.go, in
+# whichever module) for FUZZTIME on top of its seed corpus
 # (testdata/fuzz/<FuzzName>); go test takes one -fuzz target per run.
 FUZZTIME ?= 10s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/mountinfo
-	$(GO) test -run '^$$' -fuzz '^FuzzSearchItems$$' -fuzztime $(FUZZTIME) ./ioctl
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRootRef$$' -fuzztime $(FUZZTIME) ./ioctl
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRootItem$$' -fuzztime $(FUZZTIME) ./ioctl
-	$(GO) test -run '^$$' -fuzz '^FuzzEscape$$' -fuzztime $(FUZZTIME) ./store
-	$(GO) test -run '^$$' -fuzz '^FuzzValidID$$' -fuzztime $(FUZZTIME) ./store
-	$(GO) test -run '^$$' -fuzz '^FuzzLockModel$$' -fuzztime $(FUZZTIME) ./cache
-	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./sendstream
-	$(GO) test -run '^$$' -fuzz '^FuzzAttributes$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./sendstream
-	$(GO) test -run '^$$' -fuzz '^FuzzDump$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./sendstream
-	$(GO) test -run '^$$' -fuzz '^FuzzBtrfsLZO$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./receive
+	@set -e; for f in $$(git grep -l '^func Fuzz' -- '*_test.go'); do \
+		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "(cd $$(dirname $$f) && $(GO) test -run '^\$$' -fuzz '^$$name\$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x .)"; \
+			(cd $$(dirname $$f) && $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x .); \
+		done; \
+	done
 
 # bench compares btrstore, interleaved, with the bare ioctl sequence,
 # github.com/dennwc/btrfs and the btrfs command forked per operation (with
@@ -109,13 +133,15 @@ fuzz:
 # docs/performance.svg. Root (it mounts loop devices), 5 to 8 minutes.
 # BENCHFLAGS=-quick: a smoke test of the tooling in under 2 minutes, written
 # to a temporary directory; -rounds N for steadier medians; -strict to fail
-# on a missed target. To redraw only the chart from the committed numbers
-# (no root, runs nothing): go run ./internal/cmd/benchreport -chart-from docs/PERFORMANCE.md
+# on a missed target; -out DIR is relative to tools/. benchreport and the
+# dennwc/btrfs benchmarks (tools/bench/dennwc) are in the tools module. To
+# redraw only the chart from the committed numbers (no root, runs nothing):
+# cd tools && go run ./benchreport -chart-from ../docs/PERFORMANCE.md
 BENCHFLAGS ?=
 bench: deps
 	@if [ "$(ROOT)" != 0 ]; then echo "needs root (the benchmarks mount loop devices)"; exit 1; fi
 	@command -v sudo >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null
-	GO=$(GO) $(GO) run ./internal/cmd/benchreport $(BENCHFLAGS)
+	cd tools && GO=$(GO) $(GO) run ./benchreport $(BENCHFLAGS)
 
 # soak runs TestSoak (store/soak_test.go, build tag soak; not part of test):
 # 8 builders, shared caches, deletes and CompleteDeletes in a worker process

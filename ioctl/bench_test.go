@@ -11,7 +11,6 @@ import (
 	"unsafe"
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
-	dennwc "github.com/dennwc/btrfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,9 +21,6 @@ import (
 //	impl=btrstore-path  the path forms (CreateSubvolume, ...)
 //	impl=syscall        the bare ioctl on a prefilled struct, as a C program
 //	                    would issue it: no magic check, no verification
-//	impl=dennwc         github.com/dennwc/btrfs, the Go library a builder
-//	                    would otherwise pick (path-based: it opens the
-//	                    parent, and stats the source, per call)
 //	impl=cli            fork/exec of the btrfs command per operation
 //	impl=cli-sudo       the same through `sudo -n`, as obuilder runs it when
 //	                    not root; skipped when sudo is absent or would ask
@@ -45,8 +41,11 @@ import (
 // per operation; it runs only with BTRFS_BENCH_CLI_SYNC=1, and then with
 // -benchtime 1x.
 //
-// `go run ./internal/cmd/benchreport` (make bench) runs all of this, and
-// the store's benchmarks, as interleaved rounds and writes
+// github.com/dennwc/btrfs, the Go library a builder would otherwise pick,
+// is measured as impl=dennwc of the same benchmarks in the tools module
+// (tools/bench/dennwc), to keep it out of the library's go.mod.
+// `make bench` (tools/benchreport) runs all of this, the store's
+// benchmarks and those, as interleaved rounds and writes
 // docs/PERFORMANCE.md.
 
 // benchImageSize is the size of each benchmark's (sparse) filesystem image:
@@ -209,17 +208,6 @@ func BenchmarkCreate(b *testing.B) {
 			ioctlBare(b, rootFd, BTRFS_IOC_SUBVOL_CREATE_V2, unsafe.Pointer(&args))
 		}
 	})
-	b.Run("impl=dennwc", func(b *testing.B) {
-		root, _ := newBenchFS(b)
-		paths := benchPaths(root, "s", b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if err := dennwc.CreateSubVolume(paths[i]); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 	for _, cli := range benchCLIs {
 		b.Run("impl="+cli.impl, func(b *testing.B) {
 			btrfs := btrfsCommand(b, cli.sudo)
@@ -287,17 +275,6 @@ func BenchmarkSnapshotReadOnly(b *testing.B) {
 			ioctlBare(b, dstFd, BTRFS_IOC_SNAP_CREATE_V2, unsafe.Pointer(&args))
 		}
 	})
-	b.Run("impl=dennwc", func(b *testing.B) {
-		src, dstDir := setup(b)
-		paths := benchPaths(dstDir, "s", b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if err := dennwc.SnapshotSubVolume(src, paths[i], true); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 	for _, cli := range benchCLIs {
 		b.Run("impl="+cli.impl, func(b *testing.B) {
 			btrfs := btrfsCommand(b, cli.sudo)
@@ -358,17 +335,6 @@ func BenchmarkDelete(b *testing.B) {
 		for i := range b.N {
 			args.Name[copy(args.Name[:], names[i])] = 0
 			ioctlBare(b, rootFd, BTRFS_IOC_SNAP_DESTROY, unsafe.Pointer(&args))
-		}
-	})
-	b.Run("impl=dennwc", func(b *testing.B) {
-		root, _ := setupDelete(b)
-		paths := benchPaths(root, "s", b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if err := dennwc.DeleteSubVolume(paths[i]); err != nil {
-				b.Fatal(err)
-			}
 		}
 	})
 	for _, cli := range benchCLIs {

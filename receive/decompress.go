@@ -8,7 +8,6 @@ import (
 	"io/fs"
 
 	"github.com/btrstore/btrstore/sendstream"
-	"github.com/klauspost/compress/zstd"
 )
 
 // maxUnencoded bounds what one encoded write may decompress to: btrfs
@@ -18,14 +17,8 @@ const maxUnencoded = 128 << 10
 // decoder decompresses encoded writes when the kernel cannot take them as
 // they are. Not safe for concurrent use.
 type decoder struct {
-	zstd *zstd.Decoder
+	zstd Decompressor // Options.Zstd
 	buf  []byte
-}
-
-func (d *decoder) close() {
-	if d.zstd != nil {
-		d.zstd.Close()
-	}
 }
 
 // decode returns the bytes an encoded write stands for: its data
@@ -75,12 +68,17 @@ func (d *decoder) decode(c *sendstream.Command) ([]byte, error) {
 		}
 	case sendstream.CompressionZstd:
 		if d.zstd == nil {
-			d.zstd, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(8<<20))
+			return nil, ErrNoDecompressor
 		}
-		if err == nil {
-			if err = d.zstd.Reset(bytes.NewReader(c.Data)); err == nil {
-				err = readNeeded(d.zstd)
-			}
+		var got int
+		got, err = d.zstd(out, c.Data)
+		switch {
+		case got > len(out):
+			err = fmt.Errorf("the zstd decompressor wrote %d bytes into %d", got, len(out))
+		case got >= need:
+			err = nil
+		case err == nil:
+			err = io.ErrUnexpectedEOF
 		}
 	default:
 		if c.Compression < sendstream.CompressionLZO4K || c.Compression > sendstream.CompressionLZO64K {

@@ -14,9 +14,13 @@
 //
 // Compressed pass-through (stream v2, `btrfs send --compressed-data`) is
 // written with BTRFS_IOC_ENCODED_WRITE when the kernel takes it, else
-// decompressed here: zlib (standard library), zstd
-// (github.com/klauspost/compress, imported by this package only) and LZO
-// (a small LZO1X decompressor for btrfs' per-sector framing, lzo.go).
+// decompressed here: zlib (standard library) and LZO (a small LZO1X
+// decompressor for btrfs' per-sector framing, lzo.go) are built in; zstd
+// is the caller's to give, as Options.Zstd, so that this module needs no
+// zstd implementation: the nested module
+// github.com/btrstore/btrstore/receive/zstd provides one
+// (github.com/klauspost/compress). Without it, a zstd extent that the
+// kernel refuses to take as it is fails with ErrNoDecompressor.
 //
 // # Leftovers
 //

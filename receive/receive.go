@@ -38,7 +38,29 @@ type Options struct {
 	// falls back to decompressing on its own whenever the kernel refuses
 	// an encoded write.
 	Decompress bool
+	// Zstd decompresses zstd-compressed extents, for when Apply writes
+	// them decompressed (Decompress, or a kernel that refuses the encoded
+	// write). zlib and LZO are built in; zstd is not, to keep its
+	// dependency out of this module: pass zstd.Decompress from
+	// github.com/btrstore/btrstore/receive/zstd. Nil: a zstd extent that
+	// must be decompressed fails the receive with ErrNoDecompressor;
+	// one the kernel takes as it is needs nothing.
+	Zstd Decompressor
 }
+
+// A Decompressor decompresses src, the data of one compressed extent (as
+// btrfs wrote it, padded with zeros to a sector), into dst from its
+// start, and returns how many bytes it wrote: len(dst) when src holds at
+// least that many, fewer when src ends first. It stops when dst is full,
+// without reading the rest of src. An error after n bytes reports
+// corrupt data; Apply uses those n bytes if they are all the file needs.
+// Apply calls it from one goroutine per Apply call; a Decompressor given
+// to concurrent Apply calls must be safe for concurrent use.
+type Decompressor func(dst, src []byte) (n int, err error)
+
+// ErrNoDecompressor: a zstd extent had to be written decompressed and
+// Options.Zstd is nil. Matches errors.ErrUnsupported.
+var ErrNoDecompressor = fmt.Errorf("no zstd decompressor (receive.Options.Zstd, see github.com/btrstore/btrstore/receive/zstd): %w", errors.ErrUnsupported)
 
 // ErrNeedsPrivilege: the caller lacks CAP_SYS_ADMIN, without which the
 // kernel refuses SET_RECEIVED_SUBVOL (a received subvolume could not be
@@ -107,7 +129,9 @@ type receiver struct {
 //
 // Errors: malformed streams match sendstream.ErrCorrupt and fs.ErrInvalid,
 // truncated ones io.ErrUnexpectedEOF, unsafe paths ErrUnsafePath, unknown
-// parents and clone sources ErrUnknownSource (fs.ErrNotExist).
+// parents and clone sources ErrUnknownSource (fs.ErrNotExist), a zstd
+// extent to write decompressed without Options.Zstd ErrNoDecompressor
+// (errors.ErrUnsupported).
 //
 // Privilege: CAP_SYS_ADMIN, for SET_RECEIVED_SUBVOL (without it Apply
 // returns ErrNeedsPrivilege before touching the disk), ENCODED_WRITE (else
@@ -132,12 +156,12 @@ func Apply(ctx context.Context, r io.Reader, dir string, opts Options) (received
 		return nil, &fs.PathError{Op: "receive", Path: dir, Err: err}
 	}
 	rc := &receiver{ctx: ctx, opts: opts, dir: dir, dirfd: dirfd, wfd: -1, encoded: !opts.Decompress}
+	rc.dec.zstd = opts.Zstd
 	rc.srcs.dirs = opts.Sources
 	if len(rc.srcs.dirs) == 0 {
 		rc.srcs.dirs = []string{dir}
 	}
 	defer rc.srcs.close()
-	defer rc.dec.close()
 	defer func() {
 		rc.closeFiles()
 		if err != nil {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
-	dennwc "github.com/dennwc/btrfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,7 +38,6 @@ import (
 // and beside what the store replaces, obuilder's sequence of operations on
 // the seed's layout (BenchmarkBuild and BenchmarkCacheCycle only):
 //
-//	impl=dennwc        through github.com/dennwc/btrfs (path-based)
 //	impl=cli           forking `btrfs subvolume ...` per operation, as
 //	                   obuilder does when it is root
 //	impl=cli-sudo      the same through `sudo -n`, as obuilder does when it
@@ -75,9 +73,11 @@ import (
 // has cleaned them; its impl=cli waits for `btrfs subvolume sync`, about
 // 30 s, and runs only with BTRFS_BENCH_CLI_SYNC=1 (use -benchtime 1x).
 //
-// `go run ./internal/cmd/benchreport` (make bench) runs all of this, and
-// the ioctl benchmarks, as interleaved rounds and writes
-// docs/PERFORMANCE.md.
+// impl=dennwc (the same sequence through github.com/dennwc/btrfs) of
+// BenchmarkBuild and BenchmarkCacheCycle is in the tools module
+// (tools/bench/dennwc), to keep it out of the library's go.mod.
+// `make bench` (tools/benchreport) runs all of this, the ioctl benchmarks
+// and those, as interleaved rounds and writes docs/PERFORMANCE.md.
 //
 // TMPDIR chooses where the filesystem images live: /dev/shm takes the disk
 // out of the measurement. BenchmarkBuildParallel reports builds/s, the
@@ -366,10 +366,6 @@ func BenchmarkBuild(b *testing.B) {
 			benchLoop(b, impl.prepare(e, benchNames("r", b.N))())
 		})
 	}
-	b.Run("impl=dennwc", func(b *testing.B) {
-		e := newBenchEnv(b)
-		benchLoop(b, prepareDennwcBuild(e, benchNames("r", b.N)))
-	})
 	for _, cli := range benchCLIs {
 		b.Run("impl="+cli.impl, func(b *testing.B) {
 			btrfs := benchBtrfs(b, cli.sudo)
@@ -437,27 +433,6 @@ func benchSeedPaths(e *benchEnv, ids []string) (works, results []string) {
 		results = append(results, filepath.Join(e.root, resultDir, id))
 	}
 	return works, results
-}
-
-// prepareDennwcBuild is obuilder's build cycle through
-// github.com/dennwc/btrfs: base snapshotted writable to result-tmp/<id>;
-// the file written; that snapshotted read-only to result/<id>; the work
-// subvolume deleted.
-func prepareDennwcBuild(e *benchEnv, ids []string) func(i int) error {
-	base := filepath.Join(e.root, resultDir, "base", snapshotName)
-	works, results := benchSeedPaths(e, ids)
-	return func(i int) error {
-		if err := dennwc.SnapshotSubVolume(base, works[i], false); err != nil {
-			return err
-		}
-		if err := benchWrite(works[i]); err != nil {
-			return err
-		}
-		if err := dennwc.SnapshotSubVolume(works[i], results[i], true); err != nil {
-			return err
-		}
-		return dennwc.DeleteSubVolume(works[i])
-	}
 }
 
 // prepareCLIBuild is obuilder's build cycle (btrfs_store.ml) with the
@@ -634,13 +609,6 @@ func BenchmarkCacheCycle(b *testing.B) {
 			benchLoop(b, impl.prepare(e, b.N, ""))
 		})
 	}
-	b.Run("impl=dennwc", func(b *testing.B) {
-		e := newBenchEnv(b)
-		benchLoop(b, prepareSeedCache(e, b.N, benchSeedCacheOps{
-			snapshot: dennwc.SnapshotSubVolume,
-			delete:   dennwc.DeleteSubVolume,
-		}))
-	})
 	for _, cli := range benchCLIs {
 		b.Run("impl="+cli.impl, func(b *testing.B) {
 			btrfs := benchBtrfs(b, cli.sudo)

@@ -38,8 +38,8 @@ const maxID = 1<<32 - 2
 // valid checks that the owner's ids are uids and gids the kernel can
 // give: 0 to 2³²-2.
 func (o Owner) valid() error {
-	if o.UID < 0 || o.UID > maxID || o.GID < 0 || o.GID > maxID {
-		return fmt.Errorf("owner uid %d gid %d: ids must be 0 to %d: %w", o.UID, o.GID, maxID, fs.ErrInvalid)
+	if o.UID < 0 || int64(o.UID) > maxID || o.GID < 0 || int64(o.GID) > maxID {
+		return fmt.Errorf("owner uid %d gid %d: ids must be 0 to %d: %w", o.UID, o.GID, int64(maxID), fs.ErrInvalid)
 	}
 	return nil
 }

@@ -123,7 +123,7 @@ func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err e
 	push := func(fd int, name, display string) {
 		var st unix.Stat_t
 		unix.Fstat(fd, &st)
-		frames = append(frames, rmFrame{name: name, display: display, dev: st.Dev, ino: st.Ino, fd: fd})
+		frames = append(frames, rmFrame{name: name, display: display, dev: uint64(st.Dev), ino: st.Ino, fd: fd})
 		open++
 		for i := 0; open > maxRemoveFds && i < len(frames)-1; i++ {
 			if frames[i].fd >= 0 {
@@ -312,7 +312,7 @@ func (f *rmFrame) same(fd int) error {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return err
 	}
-	if st.Dev != f.dev || st.Ino != f.ino {
+	if uint64(st.Dev) != f.dev || st.Ino != f.ino {
 		return fmt.Errorf("%s was replaced during its removal: %w", f.display, &fs.PathError{Op: "open", Path: f.display, Err: unix.ESTALE})
 	}
 	return nil

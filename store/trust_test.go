@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -551,7 +552,15 @@ func TestTrustSmallErrors(t *testing.T) {
 		t.Errorf("second Open = %v, want ErrLocked", err)
 	}
 	before := entries(t, filepath.Join(e.root, cacheDir))
-	for _, o := range []Owner{{-1, 0}, {0, -1}, {1<<32 - 1, 0}, {0, 1<<32 - 1}, {1 << 32, 0}, {0, 1<<32 + 5}} {
+	// Ids past 2³²-2 exist only where int has 64 bits.
+	const big = int64(1<<32 - 1)
+	bad := []Owner{{-1, 0}, {0, -1}}
+	if strconv.IntSize == 64 {
+		for _, id := range []int64{big, big + 1, big + 6} {
+			bad = append(bad, Owner{int(id), 0}, Owner{0, int(id)})
+		}
+	}
+	for _, o := range bad {
 		if l, err := e.s.Cache(t.Context(), "c", o); !errors.Is(err, fs.ErrInvalid) {
 			if err == nil {
 				l.Release(t.Context())
@@ -627,7 +636,7 @@ func trustRootOwnedChild(args []string) error {
 func TestTrustNotBtrfsSaysItOnce(t *testing.T) {
 	dir := t.TempDir()
 	var sfs unix.Statfs_t
-	if err := unix.Statfs(dir, &sfs); err != nil || sfs.Type == unix.BTRFS_SUPER_MAGIC {
+	if err := unix.Statfs(dir, &sfs); err != nil || uint32(sfs.Type) == unix.BTRFS_SUPER_MAGIC {
 		t.Skipf("temp dir is on btrfs (%v)", err)
 	}
 	_, err := Open(t.Context(), dir, Config{})

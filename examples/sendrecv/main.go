@@ -114,7 +114,7 @@ func recv(ctx context.Context, args []string) error {
 	var sources multi
 	file := fl.String("f", "", "read the stream from FILE instead of stdin")
 	fl.Var(&sources, "source", "directory whose subvolumes may be parents or clone sources (repeatable; default DIR)")
-	fl.BoolVar(&opts.Decompress, "decompress", false, "write compressed extents decompressed")
+	fl.BoolVar(&opts.Decompress, "decompress", false, "write compressed extents decompressed (zlib, LZO; zstd extents then fail: a program passes receive/zstd's Decompress as Options.Zstd)")
 	fl.Parse(args)
 	if fl.NArg() != 1 {
 		usage()

@@ -18,10 +18,10 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
-	"github.com/btrstore/btrstore/internal/s3test"
 	"github.com/btrstore/btrstore/remote"
 	"github.com/btrstore/btrstore/remote/remotetest"
 	"github.com/btrstore/btrstore/remote/s3"
+	"github.com/btrstore/btrstore/remote/s3/s3test"
 )
 
 func config(srv *s3test.Server, bucket, prefix string) s3.Config {

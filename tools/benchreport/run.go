@@ -40,14 +40,15 @@ type result struct {
 // takes about 30 s.
 const benchTimeout = 10 * time.Minute
 
-// buildBinaries compiles the test binary of each package in pkgs into dir
-// with `go test -c`, once for the whole run.
+// buildBinaries compiles the test binary of each package in pkgs (package
+// directories relative to root) into dir with `go test -c`, once for the
+// whole run, in the package's directory: so in its own module.
 func buildBinaries(ctx context.Context, root, dir string, pkgs []string) (map[string]string, error) {
 	bins := make(map[string]string)
 	for _, pkg := range pkgs {
-		bin := filepath.Join(dir, pkg+".test")
-		cmd := exec.CommandContext(ctx, goCommand(), "test", "-c", "-o", bin, "./"+pkg)
-		cmd.Dir = root
+		bin := filepath.Join(dir, strings.ReplaceAll(pkg, "/", "-")+".test")
+		cmd := exec.CommandContext(ctx, goCommand(), "test", "-c", "-o", bin, ".")
+		cmd.Dir = filepath.Join(root, pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("go test -c ./%s: %v\n%s", pkg, err, out)
 		}

@@ -13,7 +13,7 @@ import (
 
 // The Makefile installs the version the tests name.
 func TestMakefileVersion(t *testing.T) {
-	mk, err := os.ReadFile("../../Makefile")
+	mk, err := os.ReadFile("../../../Makefile")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,11 @@ type workload struct {
 // An impl is one sub-benchmark of a workload.
 type impl struct {
 	name string // the sub-benchmark's value: impl=<name>
-	col  string // the report column; "" for extra rows (allocations, notes)
+	// pkg is the directory (from the repository root) of the package
+	// holding this sub-benchmark when it is not the workload's: the
+	// dennwc/btrfs ones are in the tools module.
+	pkg string
+	col string // the report column; "" for extra rows (allocations, notes)
 	// once: run in one round only, with its own benchtime and environment
 	// (`btrfs subvolume sync` takes 30 s per operation).
 	once      bool
@@ -51,10 +55,15 @@ var ioctlImpls = []impl{
 	{name: "btrstore", col: colBtrstore},
 	{name: "btrstore-path"},
 	{name: "syscall", col: colBare},
-	{name: "dennwc", col: colDennwc},
+	{name: "dennwc", col: colDennwc, pkg: dennwcPkg},
 	{name: "cli", col: colCLI},
 	{name: "cli-sudo", col: colSudo},
 }
+
+// dennwcPkg holds the impl=dennwc sub-benchmarks, of the same names as
+// the others, in the tools module (so that dennwc/btrfs is no requirement
+// of the library's module).
+const dennwcPkg = "tools/bench/dennwc"
 
 // cliSyncEnv enables the benchmarks that wait for `btrfs subvolume sync`.
 const cliSyncEnv = "BTRFS_BENCH_CLI_SYNC=1"
@@ -82,7 +91,7 @@ var workloads = []workload{
 			{name: "store", col: colBtrstore},
 			{name: "bare", col: colBare},
 			{name: "naive-layout"},
-			{name: "dennwc", col: colDennwc},
+			{name: "dennwc", col: colDennwc, pkg: dennwcPkg},
 			{name: "cli", col: colCLI},
 			{name: "cli-sudo", col: colSudo},
 		},
@@ -94,7 +103,7 @@ var workloads = []workload{
 		impls: []impl{
 			{name: "store", col: colBtrstore},
 			{name: "bare", col: colBare},
-			{name: "dennwc", col: colDennwc},
+			{name: "dennwc", col: colDennwc, pkg: dennwcPkg},
 			{name: "cli", col: colCLI},
 			{name: "cli-sudo", col: colSudo},
 		},
@@ -146,6 +155,15 @@ func parallelImpls() []impl {
 
 func parallelName(builders int, layout string) string {
 	return strconv.Itoa(builders) + "/impl=" + layout
+}
+
+// pkgOf is the directory of the package holding im, from the repository
+// root.
+func (w *workload) pkgOf(im impl) string {
+	if im.pkg != "" {
+		return im.pkg
+	}
+	return w.pkg
 }
 
 // workloadByKey returns the workload named key; it panics on a typo.

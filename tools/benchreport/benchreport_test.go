@@ -272,7 +272,7 @@ func TestChartFromReport(t *testing.T) {
 
 // TestChartFromDocs checks that the committed report can be redrawn.
 func TestChartFromDocs(t *testing.T) {
-	md, err := os.ReadFile("../../../docs/PERFORMANCE.md")
+	md, err := os.ReadFile("../../docs/PERFORMANCE.md")
 	if err != nil {
 		t.Fatal(err)
 	}

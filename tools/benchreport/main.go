@@ -3,13 +3,20 @@
 // btrfs command forked per operation, with and without sudo — as
 // interleaved rounds, checks the performance targets, and writes
 // docs/PERFORMANCE.md and the chart docs/performance.svg. It is what
-// `make bench` runs, from the module root, as root (the benchmarks mount
-// loop devices):
+// `make bench` runs, from the tools module (github.com/btrstore/btrstore/tools,
+// which holds it and the dennwc/btrfs benchmarks, tools/bench/dennwc, so
+// that neither is in the library's module graph), as root (the benchmarks
+// mount loop devices):
 //
-//	go run ./internal/cmd/benchreport              # 7 rounds, 5 to 8 minutes
-//	go run ./internal/cmd/benchreport -rounds 15   # steadier medians
-//	go run ./internal/cmd/benchreport -quick       # smoke test of the tooling, under 2 minutes
-//	go run ./internal/cmd/benchreport -chart-from docs/PERFORMANCE.md  # only redraw the chart
+//	cd tools
+//	go run ./benchreport              # 7 rounds, 5 to 8 minutes
+//	go run ./benchreport -rounds 15   # steadier medians
+//	go run ./benchreport -quick       # smoke test of the tooling, under 2 minutes
+//	go run ./benchreport -chart-from ../docs/PERFORMANCE.md  # only redraw the chart
+//
+// It finds the repository as the directory of the btrstore go.mod above
+// the working directory, and compiles each package's test binary in that
+// package's directory, whichever module holds it.
 //
 // The test binaries are compiled once with `go test -c`; every round runs
 // each sub-benchmark in its own process with -test.count 1, in an order
@@ -92,9 +99,11 @@ func run() error {
 	for i := range workloads {
 		if w := &workloads[i]; onlyRE.MatchString(w.key) {
 			ws = append(ws, w)
-			if !pkgSet[w.pkg] {
-				pkgSet[w.pkg] = true
-				pkgs = append(pkgs, w.pkg)
+			for _, im := range w.impls {
+				if pkg := w.pkgOf(im); !pkgSet[pkg] {
+					pkgSet[pkg] = true
+					pkgs = append(pkgs, pkg)
+				}
 			}
 		}
 	}
@@ -151,7 +160,8 @@ func run() error {
 				continue
 			}
 			t0 := time.Now()
-			res := j.run(ctx, bins[j.w.pkg], filepath.Join(root, j.w.pkg), raw)
+			pkg := j.w.pkgOf(j.im)
+			res := j.run(ctx, bins[pkg], filepath.Join(root, pkg), raw)
 			rs.add(j.name, r, res)
 			state := "ok"
 			switch {
@@ -163,7 +173,7 @@ func run() error {
 				measured++
 			}
 			fmt.Fprintf(os.Stderr, "[round %d/%d %2d/%d %6.1fs] %s %s: %s\n", r+1, *rounds, i+1, len(order),
-				time.Since(t0).Seconds(), j.w.pkg, j.name, state)
+				time.Since(t0).Seconds(), pkg, j.name, state)
 		}
 	}
 	m.loadEnd = loadAverage()
@@ -219,7 +229,7 @@ func moduleRoot() (string, error) {
 
 // commandLine is how this run was started, for the report's header.
 func commandLine() string {
-	args := []string{"go run ./internal/cmd/benchreport"}
+	args := []string{"go run ./benchreport"}
 	flag.Visit(func(f *flag.Flag) {
 		if f.Name != "out" {
 			args = append(args, "-"+f.Name+"="+f.Value.String())
