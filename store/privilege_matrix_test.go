@@ -241,6 +241,9 @@ func privMatrixChild(args []string) error {
 	if built {
 		err := s.Build(ctx, "p", "", func(_ context.Context, dir string) error { return writeFile(dir, "p", "p") })
 		if err == nil {
+			// Later than p's publication by more than a clock tick
+			// (the kernel's timestamps are coarse).
+			time.Sleep(20 * time.Millisecond)
 			_, err = s.Result("b")
 		}
 		if err == nil {
