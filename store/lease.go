@@ -287,11 +287,13 @@ func (l *CacheLease) save() error {
 		return err
 	}
 	// The kernel snapshots only subvolumes the caller owns (or with
-	// CAP_FOWNER): take a clone given to another owner back first, with
-	// the CAP_CHOWN that giving it away needed. Clones are chowned anew.
+	// CAP_FOWNER): without CAP_FOWNER, take a clone given to another
+	// owner back first, with the CAP_CHOWN that giving it away needed.
+	// With it, the version keeps the owner, so that the next clone for
+	// that owner needs no chown (see unchanged.go).
 	var st unix.Stat_t
 	err = unix.Fstat(cloneFd, &st)
-	if err == nil && (int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid()) {
+	if err == nil && !s.canSnapshotOthers() && (int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid()) {
 		if err = unix.Fchown(cloneFd, os.Geteuid(), os.Getegid()); err != nil {
 			err = explainEPERM(&os.PathError{Op: "chown", Path: l.Path(), Err: err}, cloneFd, l.Path())
 		}

@@ -82,3 +82,10 @@ func (s *Store) lastReleased(entry string) time.Time {
 	defer s.released.mu.Unlock()
 	return s.released.m[entry]
 }
+
+// canSnapshotOthers reports whether the store may snapshot a subvolume
+// whose root another user owns: CAP_FOWNER, outside a user namespace
+// (where it would count only for the uids mapped into it).
+func (s *Store) canSnapshotOthers() bool {
+	return s.report.CapFowner && !s.report.UserNamespace
+}

@@ -151,3 +151,52 @@ func errorsJoinClose(err error, f *os.File) error {
 	}
 	return err
 }
+
+// A clone given to another owner and only read (its top directory
+// listed) is not saved: with CAP_FOWNER, the version keeps the owner its
+// last save had,
+// so that the next clone needs no chown, whose newer ctime would make
+// the listing update the access time (relatime), a change.
+func TestUnchangedCacheOtherOwnerRead(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := t.Context()
+	owner := Owner{1234, 1234}
+	use := func(change func(dir string) error) {
+		t.Helper()
+		l, err := s.Cache(ctx, "c", owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ownedBy(l.Path(), owner); err != nil {
+			t.Error(err)
+		}
+		if err := change(l.Path()); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	use(func(dir string) error { return writeFile(dir, "f", "x") })
+	// The first listing after a change updates the access time
+	// (relatime: atime older than mtime), which is saved; from then on
+	// listings change nothing.
+	list := func(dir string) error { _, err := os.ReadDir(dir); return err }
+	use(list)
+	v := cacheVersion(t, s, "c")
+	for range 2 {
+		use(list)
+	}
+	if got := cacheVersion(t, s, "c"); got != v {
+		t.Errorf("a clone only listed was saved (subvolume %d → %d)", v, got)
+	}
+	// Another owner again: chowned, and still right.
+	l, err := s.Cache(ctx, "c", Owner{os.Getuid(), os.Getgid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	if err := ownedBy(l.Path(), Owner{os.Getuid(), os.Getgid()}); err != nil {
+		t.Error(err)
+	}
+}
