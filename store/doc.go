@@ -94,10 +94,14 @@
 // Cache, under the name's lock: creates cache/c-<name> if missing (empty,
 // read-only, made as cache/t-<n> and renamed into place), notes the
 // generation, snapshots it writable to cache-tmp/k<n> and chowns that to
-// the owner. Release, under the lock: if the generation is unchanged,
-// snapshots the clone read-only to cache/t-<n>, exchanges that with
-// cache/c-<name> by renameat2(RENAME_EXCHANGE), deletes the old version
-// and bumps the generation; otherwise discards the clone. The first
+// the owner (unless it has that owner already) and marks it
+// (ioctl.MarkChangesFd). Release, under the lock: if the generation is
+// unchanged and nothing in the clone changed (ioctl.ChangedSinceFd),
+// bumps the generation and keeps the current version (no snapshot, no
+// commit); if it changed, snapshots the clone read-only to cache/t-<n>,
+// exchanges that with cache/c-<name> by renameat2(RENAME_EXCHANGE),
+// deletes the old version and bumps the generation; otherwise discards
+// the clone. The first
 // release of a generation wins (a release whose save failed keeps the old
 // version and does not count).
 // DeleteCache bumps the generation, so clones in flight are discarded on
