@@ -195,7 +195,9 @@ func (s *Store) removeFailed(dirFd int, dir, name string) {
 
 // Release ends the lease. If no release or DeleteCache of the cache
 // happened since the clone was taken, the clone becomes the new version of
-// the cache (the first release of a generation wins; one whose save fails,
+// the cache, or, if nothing in it changed, the current version stays and
+// no snapshot is taken (see unchanged.go) (the first release of a
+// generation wins, changed or not; one whose save fails,
 // on a full disk say, does not count); otherwise it is discarded. The clone is removed in every case. Release must be called;
 // a second call is a no-op returning the first's result.
 //
