@@ -125,21 +125,55 @@ func (h *Held) Bump() uint64 {
 	return h.t.bump(h.name)
 }
 
-// CompareAndBump is the release rule in one call: if the generation is
-// still seen (the value Generation returned when the clone was taken), it
-// bumps the generation and reports true, meaning the clone becomes the new
-// cache. Otherwise it changes nothing and reports false: another release of
-// that generation won, or the cache was deleted, and the clone must be
-// discarded. It panics if h is unlocked.
+// Save is the release rule of a clone taken at generation seen (the
+// value Generation returned when the clone was taken). If the generation
+// is still seen, Save calls save, which makes the clone the new cache, and
+// bumps the generation only if save returns nil: the generation moves on
+// only once the new version is in place, so a save that fails keeps the
+// old version, and another clone of that generation may still be saved.
+// It then reports current true and save's error. Otherwise (another
+// release of that generation won, or the cache was deleted) it calls
+// nothing, changes nothing and reports false: the clone must be
+// discarded.
+//
+// save runs with the name's lock held (by h) and the Table's bookkeeping
+// free, so it may take long and may use the Table for other names. It
+// panics if h is unlocked.
+func (h *Held) Save(seen uint64, save func() error) (current bool, err error) {
+	return h.save("Save", seen, save)
+}
+
+// CompareAndBump is Save with nothing to save: if the generation is still
+// seen, it bumps it and reports true; otherwise it changes nothing and
+// reports false. It panics if h is unlocked.
 func (h *Held) CompareAndBump(seen uint64) bool {
+	current, _ := h.save("CompareAndBump", seen, func() error { return nil })
+	return current
+}
+
+func (h *Held) save(op string, seen uint64, save func() error) (current bool, err error) {
+	if !h.isCurrent(op, seen) {
+		return false, nil
+	}
+	// No one else can bump meanwhile: every bump goes through a Held of
+	// this name, and h holds it.
+	if err := save(); err != nil {
+		return true, err
+	}
 	h.t.mu.Lock()
 	defer h.t.mu.Unlock()
-	h.mustHold("CompareAndBump")
-	if h.t.gens[h.name] != seen {
-		return false
-	}
+	h.mustHold(op)
 	h.t.bump(h.name)
-	return true
+	return true, nil
+}
+
+// isCurrent reports whether the generation is seen. It panics if h is
+// unlocked.
+func (h *Held) isCurrent(op string, seen uint64) bool {
+	h.t.mu.Lock()
+	defer h.t.mu.Unlock()
+	h.mustHold(op)
+	return h.t.gens[h.name] == seen
 }
 
 // bump increments and returns the generation of name. t.mu must be held.

@@ -176,6 +176,7 @@ func TestMisuseAfterUnlockPanics(t *testing.T) {
 		{"Generation", func(h *Held) { h.Generation() }},
 		{"Bump", func(h *Held) { h.Bump() }},
 		{"CompareAndBump", func(h *Held) { h.CompareAndBump(0) }},
+		{"Save", func(h *Held) { h.Save(0, func() error { return nil }) }},
 	}
 	// After the Unlock the name is idle, locked afresh by someone else, or
 	// handed to a waiter. A stale Held must be refused in each case rather
@@ -843,5 +844,42 @@ func TestLockModelRandom(t *testing.T) {
 			}
 		}
 		t.Run(fmt.Sprint(i), func(t *testing.T) { checkLockModel(t, ops) })
+	}
+}
+
+// TestSaveBumpsOnlyOnSuccess: Held.Save is the store's release rule. It
+// saves only a clone of the current generation, and the generation moves
+// on only when the save succeeded, so a failed save leaves another clone
+// of that generation free to win.
+func TestSaveBumpsOnlyOnSuccess(t *testing.T) {
+	var tbl Table
+	h, err := tbl.Lock(t.Context(), "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Unlock()
+	seen := h.Generation()
+	failed := errors.New("disk full")
+	calls := 0
+	current, err := h.Save(seen, func() error { calls++; return failed })
+	if !current || err != failed || calls != 1 {
+		t.Errorf("Save with a failing save = %v, %v after %d calls; want true, %v after 1", current, err, calls, failed)
+	}
+	if g := h.Generation(); g != seen {
+		t.Errorf("a failed save moved the generation to %d, want %d", g, seen)
+	}
+	current, err = h.Save(seen, func() error { calls++; return nil })
+	if !current || err != nil || calls != 2 {
+		t.Errorf("Save after a failed one = %v, %v after %d calls; want true, nil after 2", current, err, calls)
+	}
+	if g := h.Generation(); g != seen+1 {
+		t.Errorf("generation after a successful save = %d, want %d", g, seen+1)
+	}
+	current, err = h.Save(seen, func() error { calls++; return nil })
+	if current || err != nil || calls != 2 {
+		t.Errorf("Save of a superseded generation = %v, %v after %d calls; want false, nil, save not called", current, err, calls)
+	}
+	if g := h.Generation(); g != seen+1 {
+		t.Errorf("a discarded save moved the generation to %d, want %d", g, seen+1)
 	}
 }

@@ -11,10 +11,14 @@
 //     remember the generation (Held.Generation), take a writable clone,
 //     unlock, hand the clone out.
 //   - Release: under the lock, if the generation still equals the one
-//     remembered at clone time, bump it and make the clone the new cache;
-//     otherwise discard the clone (Held.CompareAndBump does the test and the
-//     bump in one call). The first release of a generation wins; every later
-//     release of the same generation sees a different number and discards.
+//     remembered at clone time, make the clone the new cache and, only if
+//     that succeeded, bump the generation; otherwise discard the clone.
+//     Held.Save is this rule: the test, the save the caller passes, and the
+//     bump on success. The first successful release of a generation wins;
+//     every later release of the same generation sees a different number
+//     and discards. A release whose save fails leaves the old version and
+//     the generation as they were, so another clone of that generation may
+//     still be saved.
 //   - DeleteCache: under the lock, bump the generation (so every clone in
 //     flight is discarded on release) and delete the cache.
 //

@@ -166,7 +166,7 @@ func (r *Report) onBtrfs() error {
 			fstype = "another filesystem"
 		}
 		return &explainedError{
-			msg: fmt.Sprintf("%s is on %s, not btrfs: put the store on a btrfs filesystem", r.Path, fstype),
+			msg: fmt.Sprintf("%s is on %s, not btrfs", r.Path, fstype),
 			err: ioctl.ErrNotBtrfs,
 		}
 	}
@@ -349,9 +349,9 @@ func (r *Report) String() string {
 			item(false, name, "absent (optional): "+use)
 		}
 	}
-	optional(r.CapChown, "CAP_CHOWN", "needed to give caches to other users")
-	optional(r.CapDacOverride, "CAP_DAC_OVERRIDE", "lets deletion get into directories that builds running as other users made unwritable")
-	optional(r.CapFowner, "CAP_FOWNER", "lets the store change the read-only flag of subvolumes owned by other users")
+	optional(r.CapChown, "CAP_CHOWN", "needed to give files to other users")
+	optional(r.CapDacOverride, "CAP_DAC_OVERRIDE", "lets deletion get into directories that other users made unwritable")
+	optional(r.CapFowner, "CAP_FOWNER", "lets the process change the read-only flag of subvolumes owned by other users")
 	probeItem := func(name string, err error) {
 		if err == nil {
 			item(true, name, "supported")
@@ -396,7 +396,7 @@ func (r *Report) String() string {
 		item(true, "chown to other users", "with CAP_CHOWN")
 	} else {
 		item(false, "chown to other users", fmt.Sprintf(
-			"needs CAP_CHOWN; without it caches can only be given to uid %d and its groups: %s", r.UID, grantChown))
+			"needs CAP_CHOWN; without it files can only be given to uid %d and its groups: %s", r.UID, grantChown))
 	}
 	return b.String()
 }

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/kernel"
 	"golang.org/x/sys/unix"
@@ -164,84 +164,6 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 		return fmt.Errorf("btrstore: build %s: %w", id, err)
 	}
 	return nil
-}
-
-// workVol is the work subvolume of a build (or a cache clone) as the
-// store created it: open, so that it can be found wherever a step moves
-// it, and identified, so that what is at its name can be checked to be it.
-type workVol struct {
-	fd       int    // open on its root; -1 if not made
-	id       uint64 // its subvolume id
-	uuid     ioctl.UUID
-	verified bool // its name was checked to hold it, so removing the name removes it
-}
-
-// close closes the subvolume's descriptor, if open.
-func (w *workVol) close() {
-	if w.fd >= 0 {
-		unix.Close(w.fd)
-		w.fd = -1
-	}
-}
-
-// identify opens name in dirFd as the subvolume just created there and
-// records what it is.
-func (w *workVol) identify(dirFd int, name string) error {
-	fd, err := openDirAt(dirFd, name)
-	if err != nil {
-		return err
-	}
-	info, err := ioctl.SubvolumeInfoFd(fd)
-	if err != nil {
-		unix.Close(fd)
-		return &fs.PathError{Op: "BTRFS_IOC_GET_SUBVOL_INFO", Path: name, Err: err}
-	}
-	w.fd, w.id, w.uuid = fd, info.ID, info.UUID
-	return nil
-}
-
-// openVerified opens name in dirFd, without following a symlink or
-// crossing a mount, and checks that it is the subvolume w: the one the
-// store created, not one a step put in its place. display names it in
-// errors, which match ErrWorkReplaced.
-func (w *workVol) openVerified(dirFd int, name, display string) (int, error) {
-	fd, err := openDirAt(dirFd, name)
-	if err != nil {
-		return -1, fmt.Errorf("%w: %s %s (%w)", ErrWorkReplaced, display, describeEntry(dirFd, name), err)
-	}
-	info, err := ioctl.SubvolumeInfoFd(fd)
-	switch {
-	case err != nil:
-		err = fmt.Errorf("%w: %s is not the subvolume the store created (%w)", ErrWorkReplaced, display, err)
-	case info.ID != w.id || info.UUID != w.uuid:
-		err = fmt.Errorf("%w: %s is subvolume %d, not %d, which the store created", ErrWorkReplaced, display, info.ID, w.id)
-	}
-	if err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	w.verified = true
-	return fd, nil
-}
-
-// describeEntry says what is at name in dirFd where a directory was
-// expected; only called on failures.
-func describeEntry(dirFd int, name string) string {
-	var stx unix.Statx_t
-	switch err := unix.Statx(dirFd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE, &stx); {
-	case err == unix.ENOENT:
-		return "is gone"
-	case err != nil:
-		return "cannot be looked at"
-	case stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0:
-		return "has a mount on it"
-	case stx.Mode&unix.S_IFMT == unix.S_IFLNK:
-		target, _ := readlinkAt(dirFd, name)
-		return fmt.Sprintf("is a symbolic link now (to %q)", target)
-	case stx.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return "is not a directory any more"
-	}
-	return "cannot be opened"
 }
 
 // startWork creates the work subvolume in the build's directory: empty, or
@@ -478,15 +400,12 @@ func (s *Store) removeMoved(fd int, what, made string) error {
 	if s.realRoot == "" || !below {
 		return fmt.Errorf("%w: the step moved its %s out of the store, to %s; it is left there", ErrWorkReplaced, what, p)
 	}
-	dir, base := path.Split(rel)
-	pfd := s.rootFd
-	if dir = strings.TrimSuffix(dir, "/"); dir != "" {
-		var err error
-		if pfd, err = openDirAt(s.rootFd, dir); err != nil {
-			return fmt.Errorf("the step moved its %s to %s, which cannot be reached safely: %w", what, rel, err)
-		}
-		defer unix.Close(pfd)
+	pfd, base, err := beneath.OpenParent(s.rootFd, rel)
+	if err != nil {
+		return fmt.Errorf("the step moved its %s to %s, which cannot be reached safely: %w", what, rel, err)
 	}
+	defer unix.Close(pfd)
+	dir, _ := beneath.Split(rel)
 	var have, want unix.Stat_t
 	if unix.Fstat(fd, &want) != nil || unix.Fstatat(pfd, base, &have, unix.AT_SYMLINK_NOFOLLOW) != nil ||
 		have.Dev != want.Dev || have.Ino != want.Ino {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"github.com/btrstore/btrstore/internal/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/go-logr/logr/funcr"
@@ -38,36 +39,6 @@ func hostileRun(t *testing.T, subdir string, scenario func(e *hardEnv, c *hardCa
 	e.reopen()
 	e.checkKept()
 	c.check(t)
-}
-
-// buildErr runs a build of id whose step is fn and returns its error.
-func (e *hardEnv) buildErr(id, base string, fn func(dir string) error) error {
-	return e.s.Build(e.t.Context(), id, base, func(_ context.Context, dir string) error { return fn(dir) })
-}
-
-// wantReplaced checks that err matches ErrWorkReplaced and says what.
-func wantReplaced(t *testing.T, err error, what string) {
-	t.Helper()
-	if !errors.Is(err, ErrWorkReplaced) || !strings.Contains(err.Error(), what) {
-		t.Errorf("error = %v; want ErrWorkReplaced saying %q", err, what)
-	} else {
-		t.Logf("error (as expected): %v", err)
-	}
-}
-
-// noResult checks that the build left no result id.
-func (e *hardEnv) noResult(id string) {
-	e.t.Helper()
-	if _, err := e.s.Result(id); !errors.Is(err, fs.ErrNotExist) {
-		e.t.Errorf("Result(%s) = %v, want fs.ErrNotExist", id, err)
-	}
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // (a) The step replaces its own directory.
@@ -616,11 +587,7 @@ func TestHostileMounts(t *testing.T) {
 // paths are then opened one component at a time with O_NOFOLLOW, and a
 // component on another mount is refused by its mount id.
 func TestHostileWithoutOpenat2(t *testing.T) {
-	if openat2Missing.Load() {
-		t.Skip("openat2 is missing here anyway: the other tests ran without it")
-	}
-	openat2Missing.Store(true)
-	t.Cleanup(func() { openat2Missing.Store(false) })
+	t.Cleanup(beneath.DisableOpenat2())
 	// The fallback itself: no symlink, no "..", no mount crossed.
 	e := newHardEnv(t, "")
 	c := newHardCanary(t)

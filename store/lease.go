@@ -64,7 +64,7 @@ func (s *Store) Cache(ctx context.Context, name string, owner Owner) (*CacheLeas
 	if err := owner.valid(); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
-	if err := s.report.CanChown(owner.UID, owner.GID); err != nil {
+	if err := s.canGiveCache(owner); err != nil {
 		return nil, fmt.Errorf("btrstore: cache %q: %w", name, err)
 	}
 	leave, err := s.enter()
@@ -229,26 +229,30 @@ func (l *CacheLease) release(ctx context.Context) error {
 		// What was written through the path is not in the clone.
 		err = fmt.Errorf("%w: %s no longer leads to the clone (a mount or symlink on the way): what was written through it is not saved", ErrWorkReplaced, l.Path())
 		s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
-	case held.Generation() == l.gen && !l.changed():
-		// Nothing to save: the current version is the clone's content.
-		// The release still wins its generation.
-		held.Bump()
-		s.cacheReleased(l.entry)
-		s.log.V(1).Info("cache unchanged: current version kept", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
-	case held.Generation() == l.gen:
-		// The generation moves on only once the new version is in
-		// place: a save that fails keeps the old version, and another
-		// clone of that generation may still be saved.
-		err = l.save()
-		if err != nil {
+	default:
+		// The release rule (cache.Held.Save): saved, and the generation
+		// bumped only if that succeeded. A clone nobody changed is not
+		// saved: the current version stays, and the release still wins
+		// its generation (see unchanged.go).
+		var current, unchanged bool
+		switch current, err = held.Save(l.gen, func() error {
+			if !l.changed() {
+				unchanged = true
+				return nil
+			}
+			return l.save()
+		}); {
+		case !current:
+			s.log.V(1).Info("cache clone discarded: a newer generation exists", "name", l.name, "duration", time.Since(start), "held", start.Sub(l.start))
+		case err != nil:
 			s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
-		} else {
-			held.Bump()
+		case unchanged:
+			s.cacheReleased(l.entry)
+			s.log.V(1).Info("cache unchanged: current version kept", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
+		default:
 			s.cacheReleased(l.entry)
 			s.log.V(1).Info("cache saved", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
 		}
-	default:
-		s.log.V(1).Info("cache clone discarded: a newer generation exists", "name", l.name, "duration", time.Since(start), "held", start.Sub(l.start))
 	}
 	if rerr := l.removeClone(); rerr != nil {
 		if err == nil {

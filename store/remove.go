@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"github.com/btrstore/btrstore/ioctl"
 	"golang.org/x/sys/unix"
 )
@@ -459,33 +460,64 @@ func (s *Store) restoreSearch(dirFd int, name, display string) bool {
 
 // deleteSubvolume deletes a subvolume and every subvolume nested in it. A
 // plain delete first: the kernel refuses with ENOTEMPTY when there are
-// nested subvolumes, which are rare, and only then are they looked for.
-// When the kernel refuses for want of permission, the subvolume is made
-// deletable (see unlockSubvolume) and tried again.
+// nested subvolumes, which are rare, and only then is the delete made
+// recursive (ioctl's, by fds and ids, deepest first), after making the
+// read-only ones writable (EROFS otherwise). A mount in the way below it
+// is detached once (see detachMounts). When the kernel refuses for want of
+// permission, the subvolume, and the nested ones, are made deletable (see
+// unlockSubvolume) and the delete tried again.
 func (s *Store) deleteSubvolume(dirFd int, name, display string) (mountHit bool, err error) {
 	if s.deletes == deleteRmdir {
 		return s.deleteByRmdir(dirFd, name, display) // no privilege (see rootless.go)
 	}
-	nestedDone, unlocked := false, false
+	var flags ioctl.DeleteFlags
+	unlocked, nestedUnlocked, detached := false, false, false
 	for {
-		err := ioctl.DeleteSubvolumeAt(dirFd, name, 0)
+		_, err := ioctl.DeleteSubvolumeAtIDs(dirFd, name, flags)
 		switch {
 		case err == nil, errors.Is(err, unix.ENOENT):
 			return false, nil
-		case errors.Is(err, unix.ENOTEMPTY) && !nestedDone:
-			nestedDone = true
-			if nerr := s.deleteNested(dirFd, name, display); nerr != nil {
+		case errors.Is(err, unix.ENOTEMPTY) && flags == 0:
+			flags = ioctl.DeleteRecursive
+			if nerr := s.unlockNested(dirFd, name, display, false); nerr != nil {
 				return false, nerr
 			}
-		case (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS)) && !unlocked:
-			unlocked = true
-			if uerr := s.unlockSubvolume(dirFd, name, display); uerr != nil {
-				return false, fmt.Errorf("%w; %w", renamePathErr(err, display), uerr)
+		case errors.Is(err, unix.EXDEV) && flags != 0 && !detached:
+			// A mount hides the way to a nested subvolume.
+			detached = true
+			if derr := s.detachMounts(dirFd, name, display); derr != nil {
+				return false, errors.Join(renameNestedErr(err, name, display), derr)
+			}
+		case (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS)) &&
+			(!unlocked || flags != 0 && !nestedUnlocked):
+			var uerr error
+			if !unlocked {
+				unlocked = true
+				uerr = s.unlockSubvolume(dirFd, name, display)
+			}
+			if flags != 0 && !nestedUnlocked {
+				nestedUnlocked = true
+				uerr = errors.Join(uerr, s.unlockNested(dirFd, name, display, true))
+			}
+			if uerr != nil {
+				return false, fmt.Errorf("%w; %w", renameNestedErr(err, name, display), uerr)
 			}
 		default:
-			return errors.Is(err, unix.EBUSY), renamePathErr(err, display)
+			return errors.Is(err, unix.EBUSY), renameNestedErr(err, name, display)
 		}
 	}
+}
+
+// renameNestedErr is renamePathErr for an error of a recursive delete of
+// name, whose path is name or a path below it: the part below is kept.
+func renameNestedErr(err error, name, display string) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		if rest, ok := strings.CutPrefix(pe.Path, name+"/"); ok {
+			return &fs.PathError{Op: pe.Op, Path: display + "/" + rest, Err: pe.Err}
+		}
+	}
+	return renamePathErr(err, display)
 }
 
 // renamePathErr puts display as the path of the ioctl's *fs.PathError,
@@ -545,72 +577,43 @@ func (s *Store) makeWritable(fd int, display string) error {
 	return nil
 }
 
-// deleteNested deletes the subvolumes nested in subvolume name of dirFd,
-// deepest first, so that each is empty when it is deleted. Their paths
-// come from the kernel; their parent directories are opened as openDirAt
-// does, so that a symlink or mount in the way is never followed.
-func (s *Store) deleteNested(dirFd int, name, display string) error {
+// unlockNested makes the subvolumes nested in subvolume name of dirFd
+// deletable where the kernel refuses: the subvolume itself and the
+// read-only nested ones writable (nothing can be deleted from a read-only
+// subvolume: EROFS); with all, every nested one also as unlockSubvolume
+// does (flags, owner permissions, its parent directory). Their paths come
+// from the kernel; they are opened as openDirAt does, so that a symlink or
+// mount in the way is never followed: one that cannot be opened is left
+// to the delete to report.
+func (s *Store) unlockNested(dirFd int, name, display string, all bool) error {
 	fd, err := openDirAt(dirFd, name)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	var nested []string
-	var readOnly []string // read-only ones, which may hold others
+	var nested []ioctl.SubvolInfo
 	for info, err := range ioctl.SubvolumesAt(fd, ".") {
 		if err != nil {
 			return renamePathErr(err, display)
 		}
-		nested = append(nested, info.Path)
-		if info.ReadOnly {
-			readOnly = append(readOnly, info.Path)
+		if info.ReadOnly || all {
+			nested = append(nested, info)
 		}
 	}
-	// Nothing can be deleted from a read-only subvolume (EROFS): make
-	// the top one and the nested read-only ones writable first. They
-	// are all about to go.
 	if err := s.makeWritable(fd, display); err != nil {
 		return err
 	}
-	for _, p := range readOnly {
-		if nfd, err := openDirAt(fd, p); err == nil {
-			err = s.makeWritable(nfd, display+"/"+p)
-			unix.Close(nfd)
-			if err != nil {
-				return err
-			}
-		}
-	}
 	var errs []error
-	detached := false
-	// Pre-order lists parents before children: delete in reverse.
-	for i := len(nested) - 1; i >= 0; i-- {
-		dir, base := path.Split(nested[i])
-		dir = strings.TrimSuffix(dir, "/")
-		sub := display + "/" + nested[i]
-		pfd := fd
-		if dir != "" {
-			pfd, err = openDirAt(fd, dir)
-			if errors.Is(err, unix.EXDEV) && !detached {
-				// A mount hides the way: detach what is below the
-				// subvolume, once, and look again.
-				detached = true
-				if derr := s.detachMounts(dirFd, name, display); derr != nil {
-					return derr
-				}
-				pfd, err = openDirAt(fd, dir)
+	for _, info := range nested {
+		sub := display + "/" + info.Path
+		if all {
+			if pfd, base, err := beneath.OpenParent(fd, info.Path); err == nil {
+				errs = append(errs, s.unlockSubvolume(pfd, base, sub))
+				unix.Close(pfd)
 			}
-			if err != nil {
-				errs = append(errs, renamePathErr(err, display+"/"+dir))
-				continue
-			}
-		}
-		_, err := s.deleteSubvolume(pfd, base, sub)
-		if pfd != fd {
-			unix.Close(pfd)
-		}
-		if err != nil {
-			errs = append(errs, err)
+		} else if nfd, err := openDirAt(fd, info.Path); err == nil {
+			errs = append(errs, s.makeWritable(nfd, sub))
+			unix.Close(nfd)
 		}
 	}
 	return errors.Join(errs...)

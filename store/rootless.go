@@ -51,27 +51,35 @@ const (
 	deleteRmdir                        // empty it, rmdir: no privilege, Linux 4.18
 )
 
-// chooseMechanisms picks how the store deletes subvolumes and waits for
-// their cleanup, from Check's report; an error says what is missing
-// when nothing works.
-func (s *Store) chooseMechanisms(r *kernel.Report) error {
+// mechanisms are how a store deletes subvolumes and waits for their
+// cleanup.
+type mechanisms struct {
+	deletes        deleteMechanism
+	commitOnlyWait bool
+}
+
+// mechanismsFor picks, from Check's report, the fastest mechanisms that
+// work; the error says what is missing when none does (a kernel before
+// 4.18 without the privileges to delete by ioctl, say).
+func mechanismsFor(r *kernel.Report) (mechanisms, error) {
+	var m mechanisms
 	var errs []error
 	switch err := r.CanDeleteSubvolumes(); {
 	case err == nil:
-		s.deletes = deleteIoctl
+		m.deletes = deleteIoctl
 	case errors.Is(err, kernel.ErrMissingPrivilege) && r.CanDeleteByRmdir() == nil:
-		s.deletes = deleteRmdir
+		m.deletes = deleteRmdir
 	default:
 		errs = append(errs, err)
 	}
 	switch err := r.CanWaitDeleted(); {
 	case err == nil:
 	case errors.Is(err, kernel.ErrMissingPrivilege):
-		s.commitOnlyWait = true
+		m.commitOnlyWait = true
 	default:
 		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	return m, errors.Join(errs...)
 }
 
 // logMechanisms says which mechanisms Open chose: at V(0) when they are

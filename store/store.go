@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/btrstore/btrstore/cache"
+	"github.com/btrstore/btrstore/internal/beneath"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/kernel"
 	"github.com/go-logr/logr"
@@ -173,22 +174,14 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 		cfg.Logger.V(1).Info("the store's root is reached through a symlink; using the directory it leads to", "root", abs, "resolved", resolved)
 		abs = resolved
 	}
-	// Every missing requirement at once, so that one fix is not followed
-	// by the news of the next; but on another filesystem than btrfs that
-	// one sentence says it all.
-	r := kernel.Check(abs)
-	err = r.Err // the check itself failed (no such path...): every Can* says so
-	if err == nil && !r.Btrfs {
-		err = r.CanUseBtrfs()
-	}
-	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]runningBuild{}, leases: map[*CacheLease]struct{}{},
-		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
-	if err == nil && r.Btrfs {
-		err = errors.Join(r.CanUseBtrfs(), s.chooseMechanisms(r))
-	}
+	r, err := admit(abs)
 	if err != nil {
 		return nil, fmt.Errorf("btrstore: open %s: %w", abs, err)
 	}
+	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]runningBuild{}, leases: map[*CacheLease]struct{}{},
+		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
+	m, _ := mechanismsFor(r) // admit checked that they work
+	s.deletes, s.commitOnlyWait = m.deletes, m.commitOnlyWait
 	s.logMechanisms(r)
 	s.opsDone.L = &s.opsMu
 	var nonce [6]byte
@@ -318,7 +311,7 @@ func (s *Store) mkdirStoreDir(name string) error {
 	if err := unix.Fstatat(s.rootFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
 		return nil // a directory, or what openDirAt then reports
 	}
-	target, _ := readlinkAt(s.rootFd, name)
+	target, _ := beneath.Readlinkat(s.rootFd, name)
 	s.log.Info("replacing a symlink in place of the store's directory", "dir", name, "target", target)
 	if err := unix.Unlinkat(s.rootFd, name, 0); err != nil {
 		return &fs.PathError{Op: "unlinkat", Path: name, Err: err}
@@ -398,7 +391,7 @@ func (s *Store) checkStore() (marked bool, err error) {
 // readMarker returns the format the marker records, 0 if there is no
 // valid marker (none, not a regular file, unreadable content).
 func (s *Store) readMarker() (int, error) {
-	fd, err := openat(s.rootFd, markerName, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	fd, err := beneath.Openat(s.rootFd, markerName, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_NOFOLLOW)
 	if err != nil {
 		if err == unix.EACCES {
 			return 0, &fs.PathError{Op: "open", Path: markerName, Err: err}
@@ -507,16 +500,6 @@ func (s *Store) openLock() error {
 		s.lockFd = fd
 		return nil
 	}
-}
-
-// readlinkAt reads the symlink name in dirFd.
-func readlinkAt(dirFd int, name string) (string, error) {
-	buf := make([]byte, 4096)
-	n, err := unix.Readlinkat(dirFd, name, buf)
-	if err != nil {
-		return "", err
-	}
-	return string(buf[:n]), nil
 }
 
 // openDirDetaching is openDirAt, but a mount on the entry (EXDEV), which
