@@ -1,17 +1,16 @@
 package store
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,21 +29,26 @@ import (
 const (
 	pruneCrashChildName = "store.pruneCrashChild"
 	pruneCrashFiles     = 20
-	// btrfstest's variable that makes the test binary run a registered
-	// function (RunAs waits for the child; this test kills it).
-	pruneCrashChildEnv = "BTRFSTEST_CHILD"
+	pruneCrashLog       = "prune.log" // in state/: "pruned <id>" lines
 )
 
 func init() { btrfstest.Register(pruneCrashChildName, pruneCrashChild) }
 
 // pruneCrashChild prunes the store at args[0] one result at a time,
-// printing "ready" once open and "pruned <id>" after each Prune returns.
+// printing "ready" once open and appending "pruned <id>" to
+// state/prune.log after each Prune returns (a SIGKILL loses no write that
+// returned: the page cache outlives the process).
 func pruneCrashChild(args []string) error {
 	ctx := context.Background()
 	s, err := Open(ctx, args[0], Config{})
 	if err != nil {
 		return err
 	}
+	log, err := os.OpenFile(filepath.Join(s.StateDir(), pruneCrashLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
 	fmt.Println("ready")
 	for {
 		ids, err := s.Prune(ctx, PruneOptions{Limit: 1})
@@ -52,11 +56,12 @@ func pruneCrashChild(args []string) error {
 			return err
 		}
 		if len(ids) == 0 {
-			fmt.Println("empty")
 			return s.Close()
 		}
 		for _, id := range ids {
-			fmt.Println("pruned " + id)
+			if _, err := log.WriteString("pruned " + id + "\n"); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -69,7 +74,7 @@ func TestPruneCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const results = 60
+	const results = 150
 	for i := range results {
 		if err := s.Build(ctx, fmt.Sprintf("r%02d", i), "", func(_ context.Context, dir string) error {
 			for j := range pruneCrashFiles {
@@ -86,9 +91,13 @@ func TestPruneCrash(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	pruned := map[string]bool{}
 	kills := 0
-	for round := 0; round < 12; round++ {
-		out, killed := runPruneCrashChild(t, fsys.Path, time.Duration(rng.IntN(8000))*time.Microsecond)
-		for line := range strings.Lines(out) {
+	for round := 0; round < 20; round++ {
+		killed := runPruneCrashChild(t, fsys.Path, time.Duration(rng.IntN(2000))*time.Microsecond)
+		log, err := os.ReadFile(filepath.Join(fsys.Path, stateDir, pruneCrashLog))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(log)) {
 			if id, ok := strings.CutPrefix(strings.TrimSpace(line), "pruned "); ok {
 				pruned[id] = true
 			}
@@ -108,52 +117,24 @@ func TestPruneCrash(t *testing.T) {
 }
 
 // runPruneCrashChild starts the child on root, kills it delay after it
-// says it is ready, and returns what it printed and whether the kill
-// found it running.
-func runPruneCrashChild(t *testing.T, root string, delay time.Duration) (out string, killed bool) {
+// says it is ready, and reports whether the kill ended it (rather than
+// the child's running out of results first).
+func runPruneCrashChild(t *testing.T, root string, delay time.Duration) (killed bool) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", root)
-	cmd.Env = append(os.Environ(), pruneCrashChildEnv+"="+pruneCrashChildName)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	c := btrfstest.Start(t, pruneCrashChildName, nil, root)
+	c.WaitReady(t, time.Minute)
+	select {
+	case <-time.After(delay):
+		c.Kill()
+	case <-c.Exited():
 	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if !c.Wait(time.Minute) {
+		t.Fatal("the child did not end after SIGKILL")
 	}
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	var b strings.Builder
-	var timer <-chan time.Time
-	for {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				err := cmd.Wait()
-				if ws, isExit := cmd.ProcessState.Sys().(syscall.WaitStatus); isExit && ws.Signaled() {
-					return b.String(), true
-				}
-				if err != nil {
-					t.Fatalf("child: %v\n%s", err, b.String())
-				}
-				return b.String(), false
-			}
-			b.WriteString(line + "\n")
-			if line == "ready" {
-				timer = time.After(delay)
-			}
-		case <-timer:
-			cmd.Process.Kill()
-			timer = nil
-		}
+	if !c.Killed() && !c.State().Success() {
+		t.Fatalf("child: %v\n%s", c.State(), c.Stderr())
 	}
+	return c.Killed()
 }
 
 // checkPruneCrashState checks what a killed Prune left, and what Open
