@@ -342,3 +342,32 @@ func TestCheckUnprivileged(t *testing.T) {
 		}
 	})
 }
+
+// The rootless column: without any privilege, deleting by rmdir works on
+// Linux 4.18 and later, and the report says so and what it costs.
+func TestReportRootless(t *testing.T) {
+	r := Report{
+		Path: "/store", Kernel: KernelVersion{6, 1, 0}, Btrfs: true, UID: 1000, GID: 1000,
+		Mount:          Mount{MountPoint: "/srv", FSType: "btrfs", Options: []string{"rw"}, SuperOptions: []string{"rw"}},
+		SubvolSyncWait: &notSupportedError{op: "BTRFS_IOC_SUBVOL_SYNC_WAIT", min: KernelVersion{6, 13, 0}, running: KernelVersion{6, 1, 0}},
+	}
+	if err := r.CanDeleteByRmdir(); err != nil {
+		t.Errorf("CanDeleteByRmdir on 6.1: %v", err)
+	}
+	s := r.String()
+	for _, want := range []string{"rootless", "O(files)", "cannot see the kernel's cleaner"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("report lacks %q:\n%s", want, s)
+		}
+	}
+	old := r
+	old.Kernel = KernelVersion{4, 17, 0}
+	if err := old.CanDeleteByRmdir(); !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "4.18") {
+		t.Errorf("CanDeleteByRmdir on 4.17 = %v, want ErrNotSupported naming 4.18", err)
+	}
+	other := r
+	other.Btrfs = false
+	if err := other.CanDeleteByRmdir(); err == nil {
+		t.Error("CanDeleteByRmdir off btrfs = nil")
+	}
+}

@@ -61,6 +61,9 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 		return err
 	}
 	defer leave()
+	if base != "" {
+		defer s.bases.add(base)() // Prune leaves base alone meanwhile
+	}
 	held, err := s.builds.Lock(ctx, id)
 	if err != nil {
 		return err
@@ -197,6 +200,9 @@ func (s *Store) makeWork(tmpFd int, base string) error {
 	err = ioctl.SnapshotAt(baseFd, tmpFd, workName, 0)
 	if err == nil {
 		err = s.failAt("snapshot-base")
+	}
+	if err == nil {
+		s.markUsed(base) // see Results
 	}
 	if errors.Is(err, unix.EPERM) {
 		err = explainSnapshotEPERM(err, baseFd, "base "+base)
@@ -342,12 +348,18 @@ func (s *Store) unpublish(id string, outFd int) error {
 // subvolume fails with ENOTEMPTY.
 func (s *Store) removeBuildDir(tmp string, tmpFd int, w *workVol, id string, published bool) error {
 	tmpDisplay := resultTmpDir + "/" + tmp
-	if published && w.verified {
+	if published && w.verified && s.deletes == deleteIoctl {
 		if err := ioctl.DeleteSubvolumeAt(tmpFd, workName, 0); errors.Is(err, unix.ENOTEMPTY) {
 			s.log.Info("the build left nested subvolumes in its work directory: they are empty directories in the result", "id", id)
 		}
 	}
 	err := s.removeEntry(tmpFd, tmpDisplay, workName)
+	if err == nil && published {
+		// out/ is empty once its result is renamed away: rmdir it
+		// here, rather than fail the rmdir of the build directory and
+		// list both (a readdir walk of two directories a build).
+		unix.Unlinkat(tmpFd, stageDir, unix.AT_REMOVEDIR)
+	}
 	if err == nil {
 		if err = unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR); err != nil {
 			err = s.removeEntry(s.resultTmpFd, resultTmpDir, tmp)

@@ -103,10 +103,14 @@
 // Cache, under the name's lock: creates cache/c-<name> if missing (empty,
 // read-only, made as cache/t-<n> and renamed into place), notes the
 // generation, snapshots it writable to cache-tmp/k<n> and chowns that to
-// the owner. Release, under the lock: if the generation is unchanged,
-// snapshots the clone read-only to cache/t-<n>, exchanges that with
-// cache/c-<name> by renameat2(RENAME_EXCHANGE), deletes the old version
-// and bumps the generation; otherwise discards the clone. The first
+// the owner (unless it has that owner already) and marks it
+// (ioctl.MarkChangesFd). Release, under the lock: if the generation is
+// unchanged and nothing in the clone changed (ioctl.ChangedSinceFd),
+// bumps the generation and keeps the current version (no snapshot, no
+// commit); if it changed, snapshots the clone read-only to cache/t-<n>,
+// exchanges that with cache/c-<name> by renameat2(RENAME_EXCHANGE),
+// deletes the old version and bumps the generation; otherwise discards
+// the clone. The first
 // release of a generation wins (a release whose save failed keeps the old
 // version and does not count).
 // DeleteCache bumps the generation, so clones in flight are discarded on
@@ -200,8 +204,21 @@
 // use. Close makes new calls fail with ErrClosed and waits for the
 // running ones; a build step that calls the store after Close began gets
 // ErrClosed too, rather than a deadlock (Close waits for its build).
-// Open checks what the store needs and says what is missing: deleting subvolumes needs CAP_SYS_ADMIN or the
-// user_subvol_rm_allowed mount option, waiting for cleanup CAP_SYS_ADMIN or
-// Linux 6.13, giving a cache to another owner CAP_CHOWN. No sudo, no
-// fork/exec.
+// Open chooses the fastest way to delete subvolumes and to wait for their
+// cleanup that works, and logs which: deleting by ioctl needs
+// CAP_SYS_ADMIN or the user_subvol_rm_allowed mount option; with neither
+// (a store with no privilege at all) the store empties a subvolume and
+// rmdirs it (Linux 4.18), which costs O(files). Waiting for cleanup needs
+// CAP_SYS_ADMIN or Linux 6.13; without, CompleteDeletes commits and
+// cannot see the cleaner. Giving a cache to another owner needs
+// CAP_CHOWN. No sudo, no fork/exec.
+//
+// # Results in use, last use, pruning
+//
+// Results lists the results with when each was published and last used
+// (Result, or a Build on it as base): the ctime of the plain directory
+// result/<id>, set with one utimensat, no commit, no fsync. Prune deletes
+// least recently used results first, skipping those in use (a Build on
+// them or of them running). A cache release whose clone nobody changed
+// keeps the current version: no snapshot, no commit (see unchanged.go).
 package store

@@ -17,15 +17,19 @@ import (
 // CacheLease is a writable clone of a cache, given out by Store.Cache.
 type CacheLease struct {
 	s     *Store
-	name  string  // cache name as given
-	entry string  // its escaped directory entry in cache/
-	clone string  // its directory entry in cache-tmp/
-	gen   uint64  // the cache's generation when cloned
-	vol   workVol // the clone as created, open until released
-	volID fileID  // what Path must lead to
-	start time.Time
-	once  sync.Once
-	err   error
+	name  string           // cache name as given
+	entry string           // its escaped directory entry in cache/
+	clone string           // its directory entry in cache-tmp/
+	gen   uint64           // the cache's generation when cloned
+	vol   workVol          // the clone as created, open until released
+	volID fileID           // what Path must lead to
+	mark  ioctl.ChangeMark // the clone as handed out, if marked
+	// marked: mark is set, and Release may keep the current version
+	// when the clone is unchanged (see changedClone).
+	marked bool
+	start  time.Time
+	once   sync.Once
+	err    error
 }
 
 // maxID is the largest uid or gid: (uid_t)-1 means "unchanged" to chown.
@@ -108,9 +112,7 @@ func (s *Store) clone(l *CacheLease, owner Owner) error {
 		err = l.vol.identify(s.cacheTmpFd, l.clone)
 	}
 	if err == nil {
-		if err = unix.Fchown(l.vol.fd, owner.UID, owner.GID); err != nil {
-			err = &os.PathError{Op: "chown", Path: l.Path(), Err: err}
-		}
+		err = l.markAndChown(owner)
 	}
 	if err == nil {
 		// Path must lead to the clone, not through a mount or symlink
@@ -193,7 +195,9 @@ func (s *Store) removeFailed(dirFd int, dir, name string) {
 
 // Release ends the lease. If no release or DeleteCache of the cache
 // happened since the clone was taken, the clone becomes the new version of
-// the cache (the first release of a generation wins; one whose save fails,
+// the cache, or, if nothing in it changed, the current version stays and
+// no snapshot is taken (see unchanged.go) (the first release of a
+// generation wins, changed or not; one whose save fails,
 // on a full disk say, does not count); otherwise it is discarded. The clone is removed in every case. Release must be called;
 // a second call is a no-op returning the first's result.
 //
@@ -227,14 +231,26 @@ func (l *CacheLease) release(ctx context.Context) error {
 		s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
 	default:
 		// The release rule (cache.Held.Save): saved, and the generation
-		// bumped only if that succeeded.
-		var current bool
-		switch current, err = held.Save(l.gen, l.save); {
+		// bumped only if that succeeded. A clone nobody changed is not
+		// saved: the current version stays, and the release still wins
+		// its generation (see unchanged.go).
+		var current, unchanged bool
+		switch current, err = held.Save(l.gen, func() error {
+			if !l.changed() {
+				unchanged = true
+				return nil
+			}
+			return l.save()
+		}); {
 		case !current:
 			s.log.V(1).Info("cache clone discarded: a newer generation exists", "name", l.name, "duration", time.Since(start), "held", start.Sub(l.start))
 		case err != nil:
 			s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
+		case unchanged:
+			s.cacheReleased(l.entry)
+			s.log.V(1).Info("cache unchanged: current version kept", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
 		default:
+			s.cacheReleased(l.entry)
 			s.log.V(1).Info("cache saved", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
 		}
 	}
@@ -277,11 +293,13 @@ func (l *CacheLease) save() error {
 		return err
 	}
 	// The kernel snapshots only subvolumes the caller owns (or with
-	// CAP_FOWNER): take a clone given to another owner back first, with
-	// the CAP_CHOWN that giving it away needed. Clones are chowned anew.
+	// CAP_FOWNER): without CAP_FOWNER, take a clone given to another
+	// owner back first, with the CAP_CHOWN that giving it away needed.
+	// With it, the version keeps the owner, so that the next clone for
+	// that owner needs no chown (see unchanged.go).
 	var st unix.Stat_t
 	err = unix.Fstat(cloneFd, &st)
-	if err == nil && (int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid()) {
+	if err == nil && !s.canSnapshotOthers() && (int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid()) {
 		if err = unix.Fchown(cloneFd, os.Geteuid(), os.Getegid()); err != nil {
 			err = explainEPERM(&os.PathError{Op: "chown", Path: l.Path(), Err: err}, cloneFd, l.Path())
 		}

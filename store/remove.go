@@ -467,6 +467,9 @@ func (s *Store) restoreSearch(dirFd int, name, display string) bool {
 // permission, the subvolume, and the nested ones, are made deletable (see
 // unlockSubvolume) and the delete tried again.
 func (s *Store) deleteSubvolume(dirFd int, name, display string) (mountHit bool, err error) {
+	if s.deletes == deleteRmdir {
+		return s.deleteByRmdir(dirFd, name, display) // no privilege (see rootless.go)
+	}
 	var flags ioctl.DeleteFlags
 	unlocked, nestedUnlocked, detached := false, false, false
 	for {

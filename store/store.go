@@ -87,6 +87,11 @@ type Store struct {
 	log    logr.Logger
 	report *kernel.Report
 
+	// How subvolumes are deleted and their cleanup waited for: chosen
+	// by Open (see rootless.go), fixed after.
+	deletes        deleteMechanism
+	commitOnlyWait bool // no tree search, no SUBVOL_SYNC_WAIT: CompleteDeletes commits
+
 	// ops counts the operations running; Close sets closed, so that new
 	// ones fail with ErrClosed, and waits for ops to drop to 0. Not a
 	// sync.RWMutex: a Close waiting for its write lock would block the
@@ -117,11 +122,13 @@ type Store struct {
 	// an error it returns is taken as that step's.
 	fail func(step string) error
 
-	nonce   string        // random, new at each Open: in every temporary name
-	seq     atomic.Uint64 // names of temporary entries
-	builds  cache.Table   // one Build per id at a time
-	results rwLocks       // shared: snapshotting as a base; exclusive: Delete
-	caches  cache.Table   // per cache name: lock and generation
+	nonce    string        // random, new at each Open: in every temporary name
+	seq      atomic.Uint64 // names of temporary entries
+	builds   cache.Table   // one Build per id at a time
+	results  rwLocks       // shared: snapshotting as a base; exclusive: Delete
+	bases    useCounts     // results that running builds started from (Prune skips them)
+	caches   cache.Table   // per cache name: lock and generation
+	released releaseTimes  // when this Store last released each cache
 
 	mu      sync.Mutex               // guards running and leases
 	running map[string]runningBuild  // builds in progress, by id
@@ -138,10 +145,16 @@ type Store struct {
 // until Close. A root that another user owns fails with an error matching
 // fs.ErrPermission that says to chown it.
 //
-// Privilege: deleting subvolumes needs CAP_SYS_ADMIN or the
-// user_subvol_rm_allowed mount option; waiting for cleanup needs
-// CAP_SYS_ADMIN or Linux 6.13. Open checks both and fails with an error that
-// says what is missing and how to get it (errors.Is(err, fs.ErrPermission)).
+// Privilege: none beyond owning the root. Open chooses the fastest
+// mechanism that works and logs which: subvolumes are deleted by ioctl
+// with CAP_SYS_ADMIN or the user_subvol_rm_allowed mount option, else by
+// emptying them and rmdir (Linux 4.18; deletes cost O(files), and a
+// result holding another user's files cannot be deleted so, see
+// rootless.go); deleted subvolumes are waited for by tree search
+// (CAP_SYS_ADMIN) or SUBVOL_SYNC_WAIT (Linux 6.13), else CompleteDeletes
+// only commits (see CompleteDeletes). Open fails, with an error that says
+// what is missing (errors.Is(err, fs.ErrPermission)), only when no
+// mechanism works (a kernel before 4.18 without the privileges).
 // Cleaning up after build steps that misbehave may need more, asked for
 // only then, with errors that name it: CAP_SYS_ADMIN to detach a mount a
 // step left, CAP_LINUX_IMMUTABLE to clear an immutable or append-only
@@ -167,6 +180,9 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 	}
 	s := &Store{root: abs, log: cfg.Logger, report: r, running: map[string]runningBuild{}, leases: map[*CacheLease]struct{}{},
 		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
+	m, _ := mechanismsFor(r) // admit checked that they work
+	s.deletes, s.commitOnlyWait = m.deletes, m.commitOnlyWait
+	s.logMechanisms(r)
 	s.opsDone.L = &s.opsMu
 	var nonce [6]byte
 	rand.Read(nonce[:]) // never fails (crypto/rand)
@@ -589,8 +605,9 @@ func (s *Store) tmpName(prefix string) string {
 // matching fs.ErrNotExist when there is none. The path leads to the
 // store's result: if a build step planted a mount or symlink over
 // root/result, it is repaired first (see Build), or the error matches
-// ErrWorkReplaced. It is O(1): three statx calls, whatever the number of
-// results.
+// ErrWorkReplaced. It records that the result was used (see Results and
+// Prune). It is O(1): three statx calls and a utimensat (no commit, no
+// fsync), whatever the number of results.
 func (s *Store) Result(id string) (string, error) {
 	if err := validID(id); err != nil {
 		return "", err
@@ -605,6 +622,7 @@ func (s *Store) Result(id string) (string, error) {
 		if err = s.checkDir(&s.dirResult); err != nil {
 			return "", &fs.PathError{Op: "result", Path: id, Err: err}
 		}
+		s.markUsed(id) // see Results
 	}
 	return p, err
 }
@@ -744,6 +762,13 @@ func (s *Store) deleteInPlace(id string) error {
 // subvolume of the filesystem, so that FreeSpace is accurate. It forces a
 // transaction commit rather than waiting for the periodic one, and returns
 // ctx.Err() if ctx ends first.
+//
+// Without CAP_SYS_ADMIN on a kernel before 6.13 (no SUBVOL_SYNC_WAIT) the
+// cleaner cannot be seen: it commits twice and returns. Then the space of
+// the files in what this store deleted is free (rootless deletes remove
+// files one by one, and the commit releases them), but the emptied
+// subvolumes' own trees may still await the cleaner, and subvolumes that
+// other programs deleted are not waited for.
 func (s *Store) CompleteDeletes(ctx context.Context) error {
 	leave, err := s.enter()
 	if err != nil {
@@ -759,7 +784,11 @@ func (s *Store) CompleteDeletes(ctx context.Context) error {
 		defer close(done)
 		s.cancelIfReadOnly(ctx, cancel)
 	}()
-	err = ioctl.WaitDeleted(ctx, s.root)
+	if s.commitOnlyWait {
+		err = s.completeDeletesCommitOnly(ctx)
+	} else {
+		err = ioctl.WaitDeleted(ctx, s.root)
+	}
 	cancel(nil)
 	<-done
 	if err != nil {

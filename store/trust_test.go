@@ -676,6 +676,10 @@ func TestTrustLogging(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A change, so that the release saves (an unchanged clone is kept).
+	if err := writeFile(lease.Path(), "f", "x"); err != nil {
+		t.Fatal(err)
+	}
 	if err := lease.Release(t.Context()); err != nil {
 		t.Fatal(err)
 	}

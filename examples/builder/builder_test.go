@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -132,5 +134,59 @@ func TestParseSpecRejects(t *testing.T) {
 		if _, err := parseSpec([]byte(bad)); err == nil {
 			t.Errorf("parseSpec(%s) accepted", bad)
 		}
+	}
+}
+
+// -prune-below: on a filesystem filled with results, the builder prunes
+// the least recently used until the target is free, and says which; above
+// the target it prunes nothing.
+func TestPruneBelow(t *testing.T) {
+	fsys := btrfstest.New(t, btrfstest.Size(512<<20))
+	ctx := context.Background()
+	s, err := store.Open(ctx, fsys.Path, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 8
+	for i := range n {
+		if err := s.Build(ctx, fmt.Sprintf("result-%d", i), "", func(_ context.Context, dir string) error {
+			b := make([]byte, 32<<20)
+			rand.Read(b)
+			return os.WriteFile(filepath.Join(dir, "data"), b, 0o644)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CompleteDeletes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	free, err := s.FreeSpace(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := captureStdout(t, func() error { return pruneBelow(ctx, s, free-1) })
+	if err != nil || !strings.Contains(out, "nothing to prune") {
+		t.Errorf("above the target: %v, output %q", err, out)
+	}
+	target := free + 10 // about two results' worth (6.25% each)
+	out, err = captureStdout(t, func() error { return pruneBelow(ctx, s, target) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, err := s.FreeSpace(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now < target {
+		t.Errorf("free %.1f%% after pruning, want ≥ %.1f%%", now, target)
+	}
+	for _, id := range []string{"result-0", "result-1"} {
+		if !strings.Contains(out, "pruned "+id) {
+			t.Errorf("output does not name %s as pruned:\n%s", id, out)
+		}
+	}
+	if strings.Contains(out, "pruned result-7") {
+		t.Errorf("the most recently used result was pruned:\n%s", out)
 	}
 }

@@ -10,7 +10,11 @@
 // (unless -keep). Without -spec it runs an embedded default build; run it
 // twice to see every step cached.
 //
-//	builder [-state DIR] [-root DIR] [-spec FILE] [-keep] [-v]
+// With -prune-below PERCENT, when less than PERCENT of the filesystem is
+// free before the build, it prunes least recently used results until
+// PERCENT is free, and prints what it pruned.
+//
+//	builder [-state DIR] [-root DIR] [-spec FILE] [-keep] [-prune-below PERCENT] [-v]
 package main
 
 import (
@@ -40,11 +44,16 @@ func main() {
 	keep := flag.Bool("keep", false, "leave the image mounted at STATE/mnt when done")
 	size := flag.Int64("size", 2<<30, "size of a new image in bytes")
 	verbose := flag.Bool("v", false, "log the store's life cycle")
+	pruneAt := flag.Float64("prune-below", 0, "before building, if less than `PERCENT` of the filesystem is free, prune least recently used results until it is (0: never)")
 	flag.Parse()
+	if *pruneAt < 0 || *pruneAt > 100 {
+		fmt.Fprintln(os.Stderr, "builder: -prune-below takes a percentage from 0 to 100")
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
 	defer stop()
-	if err := mainErr(ctx, *state, *root, *specFile, *keep, *size, *verbose); err != nil {
+	if err := mainErr(ctx, *state, *root, *specFile, *keep, *size, *verbose, *pruneAt); err != nil {
 		fmt.Fprintln(os.Stderr, "builder:", err)
 		os.Exit(1)
 	}
@@ -58,7 +67,7 @@ func defaultState() string {
 	return filepath.Join(home, ".local/state/btrstore-builder")
 }
 
-func mainErr(ctx context.Context, state, root, specFile string, keep bool, size int64, verbose bool) error {
+func mainErr(ctx context.Context, state, root, specFile string, keep bool, size int64, verbose bool, pruneAt float64) error {
 	specBytes := defaultSpec
 	if specFile != "" {
 		var err error
@@ -92,6 +101,9 @@ func mainErr(ctx context.Context, state, root, specFile string, keep bool, size 
 	}
 	defer s.Close()
 	fmt.Printf("store %s\n", s.Root())
+	if err := pruneBelow(ctx, s, pruneAt); err != nil {
+		return err
+	}
 	return run(ctx, s, spec)
 }
 

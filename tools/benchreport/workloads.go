@@ -110,6 +110,16 @@ var workloads = []workload{
 		benchtime: 100, quickBenchtime: 3,
 	},
 	{
+		key: "cacheunchanged", title: "cache cycle, clone unchanged",
+		pkg: "store", bench: "BenchmarkCacheCycleUnchanged", sub: "impl",
+		impls: []impl{
+			{name: "store", col: colBtrstore},
+			{name: "bare", col: colBare},
+			{name: "cli", col: colCLI},
+		},
+		benchtime: 100, quickBenchtime: 3,
+	},
+	{
 		key: "deletewait", title: "delete 10 results, wait until cleaned",
 		pkg: "store", bench: "BenchmarkCompleteDeletes", sub: "impl",
 		impls: []impl{
