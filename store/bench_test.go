@@ -782,6 +782,15 @@ func BenchmarkPaired(b *testing.B) {
 		bare := prepareBareBuild(e, benchNames("q", b.N))()
 		benchAlternate(b, store, bare)
 	})
+	// The store beside the bare sequence on the seed's layout (reported
+	// as store-ns/op and bare-ns/op): what one builder pays for the
+	// layout that lets several scale.
+	b.Run("cycle=build-seed-layout", func(b *testing.B) {
+		e := newBenchEnv(b)
+		store := prepareStoreBuild(e, benchNames("r", b.N))()
+		naive := prepareNaiveBuild(e, benchNames("q", b.N))()
+		benchAlternate(b, store, naive)
+	})
 	b.Run("cycle=control", func(b *testing.B) {
 		e := newBenchEnv(b)
 		bare1 := prepareBareBuild(e, benchNames("r", b.N))()
