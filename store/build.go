@@ -61,11 +61,11 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 		return err
 	}
 	defer leave()
-	held, err := s.builds.Lock(ctx, id)
+	unlockBuild, err := s.builds.Lock(ctx, id, false)
 	if err != nil {
 		return err
 	}
-	defer held.Unlock()
+	defer unlockBuild()
 	if s.resultExists(id) {
 		// Unless what is there is no result (a symlink a step planted):
 		// publish replaces that.
@@ -180,7 +180,8 @@ func (s *Store) makeWork(tmpFd int, base string) error {
 		}
 		return err
 	}
-	unlock := s.results.lock(base, true)
+	// Without ctx: waits as long as it takes.
+	unlock, _ := s.results.Lock(context.Background(), base, true)
 	defer unlock()
 	baseFd, err := openDirAt(s.resultFd, base+"/"+snapshotName)
 	if err != nil {
@@ -295,7 +296,8 @@ func (s *Store) publish(tmp string, tmpFd int, id string, w *workVol) error {
 // delete in place), and reports whether it did. A result, or one a mount
 // hides, stays.
 func (s *Store) removeNonResult(id string) bool {
-	unlock := s.results.lock(id, false)
+	// Without ctx: waits as long as it takes.
+	unlock, _ := s.results.Lock(context.Background(), id, false)
 	defer unlock()
 	if _, err := s.result(id); !errors.Is(err, fs.ErrNotExist) {
 		return false

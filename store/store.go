@@ -18,6 +18,7 @@ import (
 
 	"github.com/btrstore/btrstore/cache"
 	"github.com/btrstore/btrstore/internal/beneath"
+	"github.com/btrstore/btrstore/internal/keylock"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/kernel"
 	"github.com/go-logr/logr"
@@ -119,8 +120,8 @@ type Store struct {
 
 	nonce   string        // random, new at each Open: in every temporary name
 	seq     atomic.Uint64 // names of temporary entries
-	builds  cache.Table   // one Build per id at a time
-	results rwLocks       // shared: snapshotting as a base; exclusive: Delete
+	builds  keylock.Table // one Build per id at a time (exclusive)
+	results keylock.Table // by result id: shared while snapshotted as a base, exclusive for Delete
 	caches  cache.Table   // per cache name: lock and generation
 
 	mu      sync.Mutex               // guards running and leases
@@ -688,7 +689,8 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	defer leave()
-	unlock := s.results.lock(id, false)
+	// Without ctx: waits as long as it takes.
+	unlock, _ := s.results.Lock(context.Background(), id, false)
 	trash, err := "", s.failAt("rename-delete") // a test's injected failure of the rename
 	if err == nil {
 		trash, err = s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")
