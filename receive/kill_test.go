@@ -1,16 +1,15 @@
 package receive
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
+	"github.com/btrstore/btrstore/internal/treecmp"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
@@ -53,21 +52,12 @@ func TestKilledReceiveLooksUnreceived(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "stream")
 	must(t, os.WriteFile(f, stream, 0o600))
 
-	cmd := exec.Command("/proc/self/exe", "-test.run=^$", "--", f, s.recv, strconv.Itoa(len(stream)/2))
-	cmd.Env = append(os.Environ(), "BTRFSTEST_CHILD=receiveStalled")
-	out, err := cmd.StdoutPipe()
-	must(t, err)
-	cmd.Stderr = os.Stderr
-	must(t, cmd.Start())
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("child: %q, %v", line, err)
+	c := btrfstest.Start(t, "receiveStalled", nil, f, s.recv, strconv.Itoa(len(stream)/2))
+	c.WaitReady(t, 60*time.Second)
+	c.Kill()
+	if !c.Wait(60*time.Second) || !c.Killed() {
+		t.Fatalf("child ended by %v, not SIGKILL; stderr:\n%s", c.State(), c.Stderr())
 	}
-	must(t, cmd.Process.Kill())
-	cmd.Wait()
-	go io.Copy(io.Discard, out)
 
 	entries, err := os.ReadDir(s.recv)
 	must(t, err)
@@ -83,5 +73,5 @@ func TestKilledReceiveLooksUnreceived(t *testing.T) {
 	// finds the complete parent, not the leftover.
 	apply(t, send(t, s.s1, ioctl.SendOptions{}), s.recv, Options{})
 	apply(t, send(t, s.s2, ioctl.SendOptions{Parent: s.s1}), s.recv, Options{})
-	compareTrees(t, s.s2, filepath.Join(s.recv, "s2"))
+	treecmp.Compare(t, s.s2, filepath.Join(s.recv, "s2"))
 }

@@ -1,22 +1,16 @@
 package store
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,12 +30,9 @@ import (
 // store, checks that Open repaired everything and changed nothing
 // complete, and closes it.
 //
-// The child logs to state/crash.log (O_APPEND, fsync after each line):
+// The child logs to state/crash.log, an opLog: the lines about results,
+// and
 //
-//	build-start <id>   before Build
-//	done <id>          after Build returned
-//	delete-start <id>  before Delete
-//	deleted <id>       after Delete returned
 //	release-start <v>  before Release of a clone holding version v
 //	released <v>       after Release returned
 //	deletecache-start  before DeleteCache
@@ -53,15 +44,11 @@ const (
 	crashSeedEnv    = "CRASH_SEED" // set to repeat a run
 	crashLogName    = "crash.log"
 	crashCache      = "shared"
-	crashFiles      = 20 // files per result, plus "base" and "DONE"
-	crashCacheFiles = 10 // files per cache version, plus "sum"
-	crashMaxResults = 4  // the child deletes the oldest result beyond this
-
-	// btrfstest's (unexported) variable that makes a test binary run a
-	// registered function; RunAs cannot be used because it waits for the
-	// child, and this test must kill it.
-	crashChildEnv = "BTRFSTEST_CHILD"
+	crashMaxResults = 4 // the child deletes the oldest result beyond this
 )
+
+// crashCaches are the caches the child uses: one.
+var crashCaches = []string{crashCache}
 
 // crashSteps are the boundaries at which the child can kill itself.
 var crashSteps = []string{
@@ -95,31 +82,11 @@ func crashChild(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	s, err := Open(ctx, root, Config{})
+	s, log, results, err := childOpen(root, crashLogName)
 	if err != nil {
 		return err
 	}
-	// Never closed: the process ends by SIGKILL.
-	logf, err := os.OpenFile(filepath.Join(s.StateDir(), crashLogName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return err
-	}
-	note := func(format string, a ...any) {
-		// One write per line: SIGKILL cannot split it.
-		if _, err := logf.Write(fmt.Appendf(nil, format+"\n", a...)); err != nil {
-			panic(err)
-		}
-		if err := logf.Sync(); err != nil {
-			panic(err)
-		}
-	}
-	results, err := invNames(filepath.Join(root, resultDir)) // sorted: oldest first
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stdout.WriteString("ready\n"); err != nil {
-		return err
-	}
+	note := log.note
 	owner := Owner{UID: os.Getuid(), GID: os.Getgid()}
 	for i := 0; ; i++ {
 		id := fmt.Sprintf("r%s-%04d", tag, i)
@@ -205,160 +172,6 @@ func crashHook(spec string) (func(step string), error) {
 	}, nil
 }
 
-func crashFileName(i int) string { return fmt.Sprintf("f%02d", i) }
-
-// crashContent is the content of file i of result id.
-func crashContent(id string, i int) []byte {
-	return bytes.Repeat(fmt.Appendf(nil, "%s/%02d\n", id, i), 100)
-}
-
-// crashWriteResult is the build function: it checks that a work dir made
-// from base holds base's files, then writes id's files, syncing some, and
-// "DONE" last.
-func crashWriteResult(dir, id, base string, hook func(string)) error {
-	hook("in-fn-start")
-	if base != "" {
-		if err := crashVerifyResult(dir, base); err != nil {
-			return fmt.Errorf("work dir of %s from base %s: %w", id, base, err)
-		}
-		if err := os.Remove(filepath.Join(dir, "DONE")); err != nil {
-			return err
-		}
-	}
-	for i := range crashFiles {
-		if err := crashWrite(filepath.Join(dir, crashFileName(i)), crashContent(id, i), i%5 == 4); err != nil {
-			return err
-		}
-		if i == crashFiles/2 {
-			hook("in-fn-after-write")
-		}
-	}
-	if err := crashWrite(filepath.Join(dir, "base"), []byte(base), false); err != nil {
-		return err
-	}
-	if err := crashWrite(filepath.Join(dir, "DONE"), []byte(id), true); err != nil {
-		return err
-	}
-	hook("in-fn-end")
-	return nil
-}
-
-// crashVerifyResult checks that dir holds exactly the files of result id.
-func crashVerifyResult(dir, id string) error {
-	names, err := invNames(dir)
-	if err != nil {
-		return err
-	}
-	want := []string{"DONE", "base"}
-	for i := range crashFiles {
-		want = append(want, crashFileName(i))
-	}
-	sort.Strings(want)
-	if !slices.Equal(names, want) {
-		return fmt.Errorf("holds %v, want %v", names, want)
-	}
-	for i := range crashFiles {
-		b, err := os.ReadFile(filepath.Join(dir, crashFileName(i)))
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(b, crashContent(id, i)) {
-			return fmt.Errorf("%s: wrong content %.40q...", crashFileName(i), b)
-		}
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "DONE")); err != nil || string(b) != id {
-		return fmt.Errorf("DONE = %q, %v; want %q", b, err, id)
-	}
-	return nil
-}
-
-// crashCacheContent is the content of file i of cache version v.
-func crashCacheContent(v, i int) []byte {
-	return bytes.Repeat(fmt.Appendf(nil, "version %d file %d\n", v, i), 50)
-}
-
-func crashCacheSum(files [][]byte) string {
-	h := sha256.New()
-	for _, f := range files {
-		h.Write(f)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// crashWriteCache rewrites the clone dir as version v, "sum" last.
-func crashWriteCache(dir string, v int, hook func(string)) error {
-	var files [][]byte
-	for i := range crashCacheFiles {
-		c := crashCacheContent(v, i)
-		files = append(files, c)
-		if err := crashWrite(filepath.Join(dir, fmt.Sprintf("v%02d", i)), c, i%4 == 3); err != nil {
-			return err
-		}
-		if i == crashCacheFiles/2 {
-			hook("in-clone-write")
-		}
-	}
-	return crashWrite(filepath.Join(dir, "sum"), []byte(crashCacheSum(files)), true)
-}
-
-// crashCacheVersion returns the version a cache (or clone) dir holds: 0 if
-// it is empty, else the version all its files agree on, checked against
-// "sum". Anything else is an error.
-func crashCacheVersion(dir string) (int, error) {
-	names, err := invNames(dir)
-	if err != nil || len(names) == 0 {
-		return 0, err
-	}
-	want := []string{"sum"}
-	for i := range crashCacheFiles {
-		want = append(want, fmt.Sprintf("v%02d", i))
-	}
-	sort.Strings(want)
-	if !slices.Equal(names, want) {
-		return 0, fmt.Errorf("holds %v, want %v", names, want)
-	}
-	version := -1
-	var files [][]byte
-	for i := range crashCacheFiles {
-		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("v%02d", i)))
-		if err != nil {
-			return 0, err
-		}
-		var v, j int
-		if _, err := fmt.Sscanf(string(b), "version %d file %d\n", &v, &j); err != nil || j != i || !bytes.Equal(b, crashCacheContent(v, i)) {
-			return 0, fmt.Errorf("v%02d: bad content %.40q...", i, b)
-		}
-		if version >= 0 && v != version {
-			return 0, fmt.Errorf("mixed versions: v00..v%02d hold %d, v%02d holds %d", i-1, version, i, v)
-		}
-		version = v
-		files = append(files, b)
-	}
-	sum, err := os.ReadFile(filepath.Join(dir, "sum"))
-	if err != nil {
-		return 0, err
-	}
-	if string(sum) != crashCacheSum(files) {
-		return 0, fmt.Errorf("sum %.16s... does not match version %d's files", sum, version)
-	}
-	return version, nil
-}
-
-func crashWrite(path string, content []byte, sync bool) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(content)
-	if err == nil && sync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // crashKill is one kill of the plan.
 type crashKill struct {
 	step     string        // CRASH_AT step, or "" for a kill by the parent
@@ -378,184 +191,25 @@ func (k crashKill) label() string {
 	return k.step
 }
 
-// Kinds of repair, from Open's log.
-const (
-	repairBuild      = "result-tmp/b* (build in progress)"
-	repairDelete     = "result-tmp/d* (delete in progress)"
-	repairClone      = "cache-tmp/k* (cache clone)"
-	repairCacheTmp   = "cache/t-* (cache version being made or swapped)"
-	repairIncomplete = "result/<id> incomplete (VIOLATION)"
-	repairPublish    = "result-tmp/b*/out/<id> published (frozen before the kill)"
-	repairCache      = "cache/c-* not read-only (VIOLATION)"
-)
-
-// repairSink is a logr sink that records Open's repairs (V(0) messages).
-type repairSink struct {
-	t         testing.TB
-	mu        sync.Mutex // guards repairs and published
-	repairs   []string
-	published []string // ids of results Open published from result-tmp
-}
-
-func (r *repairSink) Init(logr.RuntimeInfo)          {}
-func (r *repairSink) Enabled(level int) bool         { return level == 0 }
-func (r *repairSink) WithValues(...any) logr.LogSink { return r }
-func (r *repairSink) WithName(string) logr.LogSink   { return r }
-func (r *repairSink) Error(err error, msg string, kv ...any) {
-	r.t.Errorf("open logged an error: %s: %v %s", msg, err, crashKV(kv))
-}
-
-func (r *repairSink) Info(_ int, msg string, kv ...any) {
-	r.t.Logf("open: %s %s", msg, crashKV(kv))
-	vals := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		vals[fmt.Sprint(kv[i])] = fmt.Sprint(kv[i+1])
-	}
-	var kind string
-	switch entry := vals["entry"]; {
-	case msg == "removing left-over entry" && vals["dir"] == resultTmpDir && strings.HasPrefix(entry, "b"):
-		kind = repairBuild
-	case msg == "removing left-over entry" && vals["dir"] == resultTmpDir && strings.HasPrefix(entry, "d"):
-		kind = repairDelete
-	case msg == "removing left-over entry" && vals["dir"] == cacheTmpDir && strings.HasPrefix(entry, "k"):
-		kind = repairClone
-	case msg == "removing left-over cache entry" && strings.HasPrefix(entry, "t-"):
-		kind = repairCacheTmp
-	case msg == "removing left-over cache entry":
-		kind = repairCache
-	case msg == "removing incomplete result":
-		kind = repairIncomplete
-	case msg == "published a result frozen before a crash":
-		kind = repairPublish
-		r.mu.Lock()
-		r.published = append(r.published, vals["id"])
-		r.mu.Unlock()
-	default:
-		kind = "other: " + msg + " " + crashKV(kv)
-	}
-	r.mu.Lock()
-	r.repairs = append(r.repairs, kind)
-	r.mu.Unlock()
-}
-
-// crashKV formats logr key/value pairs.
-func crashKV(kv []any) string {
-	var b strings.Builder
-	for i, v := range kv {
-		if i%2 == 1 {
-			b.WriteByte('=')
-		} else if i > 0 {
-			b.WriteByte(' ')
-		}
-		fmt.Fprint(&b, v)
-	}
-	return b.String()
-}
-
-// take returns the repairs logged since the last call, and the ids of the
-// results among them that Open published.
-func (r *repairSink) take() (repairs, published []string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	repairs, published = r.repairs, r.published
-	r.repairs, r.published = nil, nil
-	slices.Sort(repairs)
-	return repairs, published
-}
-
-// crashState is what the parent sees on disk.
-type crashState struct {
-	results      []string // ids, sorted
-	cache        int      // version of the cache; 0 if absent or empty
-	cachePresent bool
-	leftovers    []string // entries of result-tmp, cache-tmp, cache/t-*
-	tmpTree      []string // entries of result-tmp and cache-tmp, two levels deep
-}
-
-// crashObserve checks the layout (allowing leftovers or not) and the
-// content of every result and of the cache, and returns what it saw.
-func crashObserve(t *testing.T, root string, leftovers bool) crashState {
-	t.Helper()
-	if leftovers {
-		checkLayout(t, root, true)
-	} else {
-		checkInvariants(t, root)
-	}
-	var st crashState
-	for _, id := range invReadDir(t, filepath.Join(root, resultDir)) {
-		if err := crashVerifyResult(filepath.Join(root, resultDir, id, snapshotName), id); err != nil {
-			t.Errorf("invariant: result %s is not complete: %v", id, err)
-		}
-		st.results = append(st.results, id)
-	}
-	for _, name := range invReadDir(t, filepath.Join(root, cacheDir)) {
-		switch {
-		case name == Escape(crashCache):
-			v, err := crashCacheVersion(filepath.Join(root, cacheDir, name))
-			if err != nil {
-				t.Errorf("invariant: cache %s is not a complete version: %v", crashCache, err)
-			}
-			st.cache, st.cachePresent = v, true
-		case strings.HasPrefix(name, "c-"):
-			t.Errorf("invariant: unexpected cache %s", name)
-		default:
-			st.leftovers = append(st.leftovers, cacheDir+"/"+name)
-		}
-	}
-	for _, dir := range []string{resultTmpDir, cacheTmpDir} {
-		for _, name := range invReadDir(t, filepath.Join(root, dir)) {
-			st.leftovers = append(st.leftovers, dir+"/"+name)
-			st.tmpTree = append(st.tmpTree, dir+"/"+name)
-			inner, _ := invNames(filepath.Join(root, dir, name)) // nil for a file
-			for _, n := range inner {
-				st.tmpTree = append(st.tmpTree, dir+"/"+name+"/"+n)
-			}
-		}
-	}
-	return st
-}
-
 // crashModel is what the child's log says must or may be on disk.
 type crashModel struct {
-	offset int               // of the first line not read yet
-	status map[string]string // id -> started, done, deleting, gone
-	cache  map[int]bool      // versions the cache may hold (0: absent or empty)
-	last   string            // the last line read
-	// unfinished holds the ids of builds killed before their result was
-	// published: Open may still publish them, if they were frozen.
-	unfinished map[string]bool
+	resultModel
+	tail  logTail      // the child's log
+	cache map[int]bool // versions the cache may hold (0: absent or empty)
+	last  string       // the last line read
 }
 
 // read takes in the lines the child appended since the last read.
 func (m *crashModel) read(t *testing.T, path string) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return
+	lines, partial := m.tail.read(t, path)
+	if len(partial) > 0 {
+		t.Fatalf("%s ends in a partial line %q", crashLogName, partial)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	news := data[m.offset:]
-	if len(news) == 0 {
-		return
-	}
-	if news[len(news)-1] != '\n' {
-		t.Fatalf("%s ends in a partial line %q", crashLogName, news)
-	}
-	m.offset = len(data)
-	for _, line := range strings.Split(strings.TrimSuffix(string(news), "\n"), "\n") {
+	for _, line := range lines {
 		m.last = line
 		op, arg, _ := strings.Cut(line, " ")
 		switch op {
-		case "build-start":
-			m.status[arg] = "started"
-		case "done":
-			m.status[arg] = "done"
-		case "delete-start":
-			m.status[arg] = "deleting"
-		case "deleted":
-			m.status[arg] = "gone"
 		case "release-start":
 			v, _ := strconv.Atoi(arg)
 			m.cache[v] = true
@@ -567,53 +221,30 @@ func (m *crashModel) read(t *testing.T, path string) {
 		case "cache-deleted":
 			m.cache = map[int]bool{0: true}
 		default:
-			t.Fatalf("bad line in %s: %q", crashLogName, line)
+			if op == "build-failed" || !m.applyResult(op, arg) { // the child's builds do not fail
+				t.Fatalf("bad line in %s: %q", crashLogName, line)
+			}
 		}
 	}
 }
 
 // check compares the disk with the log, then settles what was pending at
 // the kill according to what the disk shows.
-func (m *crashModel) check(t *testing.T, st crashState) {
+func (m *crashModel) check(t *testing.T, st observed) {
 	t.Helper()
-	present := map[string]bool{}
-	for _, id := range st.results {
-		present[id] = true
-		switch m.status[id] {
-		case "":
-			t.Errorf("invariant: result %s exists but was never built", id)
-		case "gone":
-			if !m.unfinished[id] { // else a killed child's Open published it
-				t.Errorf("invariant: result %s exists but was deleted", id)
-			}
-			m.status[id] = "done"
-		}
+	m.checkResults(t, st.results, true)
+	cache, _ := st.cache(crashCache)
+	if !m.cache[cache] {
+		t.Errorf("invariant: cache holds version %d, want one of %v", cache, slices.Sorted(maps.Keys(m.cache)))
 	}
-	for _, id := range slices.Sorted(maps.Keys(m.status)) {
-		if m.status[id] == "done" && !present[id] {
-			t.Errorf("invariant: result %s, reported done, is lost", id)
-		}
-	}
-	if !m.cache[st.cache] {
-		t.Errorf("invariant: cache holds version %d, want one of %v", st.cache, slices.Sorted(maps.Keys(m.cache)))
-	}
-	for id, s := range m.status {
-		if s == "started" || s == "deleting" {
-			if present[id] {
-				m.status[id] = "done"
-			} else {
-				m.status[id] = "gone"
-				m.unfinished[id] = s == "started"
-			}
-		}
-	}
-	m.cache = map[int]bool{st.cache: true}
+	m.cache = map[int]bool{cache: true}
 }
 
 // checkStep checks that the operation whose return the child was killed
 // after took effect: returning means done.
-func (m *crashModel) checkStep(t *testing.T, step string, st crashState) {
+func (m *crashModel) checkStep(t *testing.T, step string, st observed) {
 	t.Helper()
+	cache, cachePresent := st.cache(crashCache)
 	op, arg, _ := strings.Cut(m.last, " ")
 	want := map[string]string{"after-build": "build-start", "after-delete": "delete-start",
 		"after-release": "release-start", "after-deletecache": "deletecache-start"}[step]
@@ -633,96 +264,13 @@ func (m *crashModel) checkStep(t *testing.T, step string, st crashState) {
 			t.Errorf("killed after Delete(%s) returned, but the result exists", arg)
 		}
 	case "release-start":
-		if v, _ := strconv.Atoi(arg); st.cache != v {
-			t.Errorf("killed after Release of version %d returned, but the cache holds %d", v, st.cache)
+		if v, _ := strconv.Atoi(arg); cache != v {
+			t.Errorf("killed after Release of version %d returned, but the cache holds %d", v, cache)
 		}
 	case "deletecache-start":
-		if st.cachePresent {
-			t.Errorf("killed after DeleteCache returned, but the cache exists (version %d)", st.cache)
+		if cachePresent {
+			t.Errorf("killed after DeleteCache returned, but the cache exists (version %d)", cache)
 		}
-	}
-}
-
-// crashChildRun is one child process.
-type crashChildRun struct {
-	cmd    *exec.Cmd
-	start  time.Time
-	ready  chan struct{} // closed when the child printed "ready"
-	done   chan error    // the result of Wait
-	stdout readyWriter
-	stderr bytes.Buffer // read only after done
-}
-
-// readyWriter is the child's stdout; it closes ready at "ready\n".
-type readyWriter struct {
-	mu    sync.Mutex // guards buf and ready
-	buf   bytes.Buffer
-	ready chan struct{}
-}
-
-func (w *readyWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(p)
-	if w.ready != nil && bytes.Contains(w.buf.Bytes(), []byte("ready\n")) {
-		close(w.ready)
-		w.ready = nil
-	}
-	return len(p), nil
-}
-
-func crashStart(t *testing.T, root string, tag int, seed uint64, crashAt string) *crashChildRun {
-	t.Helper()
-	c := &crashChildRun{ready: make(chan struct{}), done: make(chan error, 1)}
-	c.stdout.ready = c.ready
-	env := append(os.Environ(), crashChildEnv+"="+crashChildName,
-		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	if crashAt != "" {
-		env = append(env, crashAtEnv+"="+crashAt)
-	}
-	// As RunAs does: exec through /proc/self/exe, tests disabled.
-	c.cmd = &exec.Cmd{
-		Path:   "/proc/self/exe",
-		Args:   []string{os.Args[0], "-test.run=^$", "--", root, fmt.Sprintf("%03d", tag), strconv.FormatUint(seed, 10)},
-		Env:    env,
-		Stdout: &c.stdout,
-		Stderr: &c.stderr,
-	}
-	c.start = time.Now()
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start crash child: %v", err)
-	}
-	go func() { c.done <- c.cmd.Wait() }()
-	return c
-}
-
-// wait waits for the child to end and fails t unless SIGKILL ended it.
-func (c *crashChildRun) wait(t *testing.T, what string) {
-	t.Helper()
-	var err error
-	select {
-	case err = <-c.done:
-	case <-time.After(60 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.done
-		t.Fatalf("%s: child still running after 60 s; stderr:\n%s", what, c.stderr.Bytes())
-	}
-	ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("%s: child ended by %v, not SIGKILL; stderr:\n%s", what, err, c.stderr.Bytes())
-	}
-	if bytes.Contains(c.stderr.Bytes(), []byte("DATA RACE")) {
-		t.Errorf("%s: race in the child:\n%s", what, c.stderr.Bytes())
-	}
-}
-
-// kill kills the child unless it has ended already.
-func (c *crashChildRun) kill() {
-	select {
-	case err := <-c.done:
-		c.done <- err
-	default:
-		c.cmd.Process.Kill()
 	}
 }
 
@@ -760,7 +308,7 @@ func TestCrashRecovery(t *testing.T) {
 		plan = slices.Insert(plan, at, pair...)
 	}
 
-	model := &crashModel{status: map[string]string{}, cache: map[int]bool{0: true}, unfinished: map[string]bool{}}
+	model := &crashModel{resultModel: newResultModel(), cache: map[int]bool{0: true}}
 	sink := &repairSink{t: t}
 	logPath := filepath.Join(root, stateDir, crashLogName)
 	var startups []time.Duration // start to ready of children killed at random
@@ -783,7 +331,11 @@ func TestCrashRecovery(t *testing.T) {
 		if kill.step != "" {
 			crashAt = fmt.Sprintf("%s:%d", kill.step, kill.n)
 		}
-		c := crashStart(t, root, k, rng.Uint64(), crashAt)
+		var env []string
+		if crashAt != "" {
+			env = []string{crashAtEnv + "=" + crashAt}
+		}
+		c := btrfstest.Start(t, crashChildName, env, root, fmt.Sprintf("%03d", k), strconv.FormatUint(rng.Uint64(), 10))
 		switch {
 		case kill.recovery:
 			// Kill as soon as the child's Open has removed the deepest
@@ -796,23 +348,30 @@ func TestCrashRecovery(t *testing.T) {
 					break
 				}
 			}
-			c.kill()
+			c.Kill()
 		case kill.step == "":
 			select {
-			case <-c.ready:
-				startups = append(startups, time.Since(c.start))
-			case <-c.done:
-				c.done <- nil
+			case <-c.Ready():
+				startups = append(startups, time.Since(c.Started))
+			case <-c.Exited():
 			case <-time.After(60 * time.Second):
 			}
 			time.Sleep(kill.delay)
-			c.kill()
+			c.Kill()
 		}
-		c.wait(t, what)
+		if !c.Wait(60 * time.Second) {
+			t.Fatalf("%s: child still running after 60 s; stderr:\n%s", what, c.Stderr())
+		}
+		if !c.Killed() {
+			t.Fatalf("%s: child ended by %v, not SIGKILL; stderr:\n%s", what, c.State(), c.Stderr())
+		}
+		if c.Raced() {
+			t.Errorf("%s: race in the child:\n%s", what, c.Stderr())
+		}
 		byLabel[kill.label()]++
 
 		checkStart := time.Now()
-		pre := crashObserve(t, root, true)
+		pre := observe(t, root, true, false, crashCaches)
 		model.read(t, logPath)
 		model.check(t, pre)
 		model.checkStep(t, kill.step, pre)
@@ -821,7 +380,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		if kill.recovery {
 			select {
-			case <-c.ready:
+			case <-c.Ready():
 				recoveryHit["after the child's Open"]++
 			default:
 				switch {
@@ -853,7 +412,7 @@ func TestCrashRecovery(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			prevLeft = crashObserve(t, root, true).tmpTree
+			prevLeft = observe(t, root, true, false, crashCaches).tmpTree
 			checkTime += time.Since(checkStart)
 			continue
 		}
@@ -863,29 +422,16 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatalf("%s: Open after the kill: %v", what, err)
 		}
 		got, published := sink.take()
-		post := crashObserve(t, root, false) // includes checkInvariants
+		post := observe(t, root, false, false, crashCaches) // includes checkInvariants
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
 		checkTime += time.Since(checkStart)
 		// The only change Open may make to complete data: publish a
-		// result a build had frozen when it was killed (crashObserve
-		// checked its content and that the child had started it).
-		wantResults := slices.Sorted(slices.Values(append(slices.Clone(pre.results), published...)))
-		if !slices.Equal(wantResults, post.results) || pre.cache != post.cache || pre.cachePresent != post.cachePresent {
-			t.Errorf("%s: Open changed complete data: results %v -> %v (published %v), cache %d -> %d",
-				what, pre.results, post.results, published, pre.cache, post.cache)
-		}
-		for _, id := range published {
-			if !model.unfinished[id] {
-				t.Errorf("%s: Open published %s, which no killed build had started", what, id)
-			}
-			model.status[id] = "done"
-		}
-		clear(model.unfinished)
-		if removals := len(got) - len(published); removals != len(pre.leftovers) {
-			t.Errorf("%s: %d leftovers %v, but Open logged %d removals %v", what, len(pre.leftovers), pre.leftovers, removals, got)
-		}
+		// result a build had frozen when it was killed (observe checked
+		// its content, and the model that the child had started it).
+		checkOpen(t, what+": ", pre, post, got, published)
+		model.publish(t, what+": ", published)
 		var want []string
 		switch kill.step {
 		case "in-fn-start", "in-fn-after-write", "in-fn-end":
@@ -899,9 +445,6 @@ func TestCrashRecovery(t *testing.T) {
 			t.Errorf("%s: Open repaired %v, want %v", what, got, want)
 		}
 		for _, kind := range got {
-			if strings.Contains(kind, "VIOLATION") || strings.HasPrefix(kind, "other") {
-				t.Errorf("%s: repair %s", what, kind)
-			}
 			if repairs[kill.label()] == nil {
 				repairs[kill.label()] = map[string]int{}
 			}
@@ -928,7 +471,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	t.Logf("%d kills in %v (checks and Opens %v; child start to ready ≈ %v); final: %d results, cache version %d, %d ids built",
 		len(plan), time.Since(began).Round(time.Millisecond), checkTime.Round(time.Millisecond), medianStartup.Round(time.Millisecond),
-		len(crashObserve(t, root, false).results), model.maxCache(), len(model.status))
+		len(observe(t, root, false, false, crashCaches).results), model.maxCache(), len(model.status))
 	for _, label := range slices.Sorted(maps.Keys(byLabel)) {
 		t.Logf("  %-18s %2d kills, %2d followed by repairs: %v", label, byLabel[label], withRepairs[label], repairs[label])
 	}
@@ -942,7 +485,7 @@ func TestCrashRecovery(t *testing.T) {
 
 // crashWindow names the window a kill landed in, from the last line of the
 // child's log and what it left.
-func crashWindow(last string, st crashState) string {
+func crashWindow(last string, st observed) string {
 	var prefixes []string
 	for _, l := range st.leftovers {
 		prefixes = append(prefixes, strings.TrimRight(l, "0123456789"))

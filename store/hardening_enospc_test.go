@@ -23,101 +23,17 @@ import (
 
 const hardFullSize = 256 << 20
 
-// fillData writes 8 MiB files into dir until the filesystem is full and
-// returns the error that says so.
-func fillData(dir string) error {
-	buf := make([]byte, 8<<20)
-	for i := 0; ; i++ {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("data%d", i)))
-		if err != nil {
-			return err
-		}
-		_, err = f.Write(buf)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// fillMetadata makes directories with large extended attributes in dir,
-// which take metadata space only, until there is none.
-func fillMetadata(dir string) error {
-	val := make([]byte, 3000)
-	for i := 0; ; i++ {
-		p := filepath.Join(dir, fmt.Sprintf("m%d", i))
-		if err := os.Mkdir(p, 0o755); err != nil {
-			return err
-		}
-		for j := range 4 {
-			if err := unix.Setxattr(p, fmt.Sprintf("user.x%d", j), val, 0); err != nil {
-				return &fs.PathError{Op: "setxattr", Path: p, Err: err}
-			}
-		}
-	}
-}
-
-func wantENOSPC(t *testing.T, what string, err error) {
-	t.Helper()
-	if !errors.Is(err, syscall.ENOSPC) {
-		t.Errorf("%s = %v, want an error matching syscall.ENOSPC", what, err)
-	} else {
-		t.Logf("%s (as expected): %v", what, err)
-	}
-}
-
-// noBuildTmp checks that result-tmp is empty (cache-tmp may hold a lease).
-func (e *hardEnv) noBuildTmp() {
-	e.t.Helper()
-	if names := entries(e.t, filepath.Join(e.root, resultTmpDir)); len(names) != 0 {
-		e.t.Errorf("result-tmp not empty: %v", names)
-	}
-}
-
-// cacheVersion reads file v of cache name where it is kept, and checks
-// that the cache is a complete read-only subvolume.
-func (e *hardEnv) cacheVersion(name string) string {
-	e.t.Helper()
-	p := filepath.Join(e.root, cacheDir, Escape(name))
-	if msg := invCheckReadOnlySubvolume(p); msg != "" {
-		e.t.Errorf("cache %s: %s", name, msg)
-	}
-	b, err := os.ReadFile(filepath.Join(p, "v"))
-	if err != nil {
-		e.t.Errorf("cache %s: %v", name, err)
-	}
-	return string(b)
-}
-
-// noCacheTmp checks that cache/ holds only caches.
-func (e *hardEnv) noCacheTmp() {
-	e.t.Helper()
-	for _, n := range entries(e.t, filepath.Join(e.root, cacheDir)) {
-		if !strings.HasPrefix(n, "c-") {
-			e.t.Errorf("cache/ holds %s", n)
-		}
-	}
-}
-
 func TestFullDisk(t *testing.T) {
 	e := newHardEnv(t, "", btrfstest.Size(hardFullSize))
 	ctx := t.Context()
-	e.keep()
-	l, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(l.Path(), "v", "1"))
-	must(t, l.Release(ctx))
+	e.keepWithCache()
 	// A lease taken and written while there is space, released when
 	// there is none.
-	pending, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(pending.Path(), "v", "2"))
+	pending := e.pendingLease()
 
 	// A build that fills the disk fails with the step's ENOSPC.
-	err = e.buildErr("fill", "keep-a", fillData)
-	wantENOSPC(t, "Build that fills the data space", err)
+	err := e.buildErr("fill", "keep-a", fillData)
+	wantErrno(t, syscall.ENOSPC, "Build that fills the data space", err)
 	e.noResult("fill")
 	e.noBuildTmp()
 
@@ -129,7 +45,7 @@ func TestFullDisk(t *testing.T) {
 		err := e.buildErr(id, "", func(dir string) error { fillData(dir); return nil })
 		e.noBuildTmp()
 		if err != nil {
-			wantENOSPC(t, "Build of "+id+" on a full disk", err)
+			wantErrno(t, syscall.ENOSPC, "Build of "+id+" on a full disk", err)
 			e.noResult(id)
 			continue
 		}
@@ -145,7 +61,7 @@ func TestFullDisk(t *testing.T) {
 	// A build whose step fills the metadata space and succeeds: there is
 	// no room left to publish its result.
 	err = e.buildErr("meta", "", func(dir string) error { fillMetadata(dir); return nil })
-	wantENOSPC(t, "Build that fills the metadata space", err)
+	wantErrno(t, syscall.ENOSPC, "Build that fills the metadata space", err)
 	e.noResult("meta")
 	e.noBuildTmp()
 
@@ -155,7 +71,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("filling the clone: %v", err)
 	}
 	err = pending.Release(ctx)
-	wantENOSPC(t, "Release on a full disk", err)
+	wantErrno(t, syscall.ENOSPC, "Release on a full disk", err)
 	if got := e.cacheVersion("c"); got != "1" {
 		t.Errorf("cache after a release that failed = version %q, want the old 1", got)
 	}
@@ -165,7 +81,7 @@ func TestFullDisk(t *testing.T) {
 		err := e.buildErr(fmt.Sprintf("small%d", i), "keep-b", func(dir string) error { return writeFile(dir, "s", "s") })
 		e.noBuildTmp()
 		if err != nil {
-			wantENOSPC(t, "small Build on a full disk", err)
+			wantErrno(t, syscall.ENOSPC, "small Build on a full disk", err)
 		}
 	}
 	checkInvariants(t, e.root)
@@ -184,7 +100,7 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("free space %.1f%% after deleting, %.1f%% before", free2, free)
 	}
 	e.build("again", "keep-b", func(dir string) error { return writeFile(dir, "again", strings.Repeat("x", 1<<20)) })
-	l, err = e.s.Cache(ctx, "c", Owner{})
+	l, err := e.s.Cache(ctx, "c", Owner{})
 	must(t, err)
 	must(t, writeFile(l.Path(), "v", "3"))
 	must(t, l.Release(ctx))
@@ -202,11 +118,7 @@ func TestFullDisk(t *testing.T) {
 func TestFullDiskEverywhere(t *testing.T) {
 	e := newHardEnv(t, "")
 	ctx := t.Context()
-	e.keep()
-	l, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(l.Path(), "v", "1"))
-	must(t, l.Release(ctx))
+	e.keepWithCache()
 	injected := func(step string) error {
 		return &fs.PathError{Op: "injected", Path: step, Err: unix.ENOSPC}
 	}
@@ -240,7 +152,7 @@ func TestFullDiskEverywhere(t *testing.T) {
 		failAt(tc.step)
 		called := false
 		err := e.buildErr("x-"+tc.step, tc.base, func(dir string) error { called = true; return writeFile(dir, "f", "f") })
-		wantENOSPC(t, "Build failing at "+tc.step, err)
+		wantErrno(t, syscall.ENOSPC, "Build failing at "+tc.step, err)
 		if strings.HasPrefix(tc.step, "create") || strings.HasPrefix(tc.step, "snapshot-base") {
 			if called {
 				t.Errorf("%s: the step ran", tc.step)
@@ -254,15 +166,15 @@ func TestFullDiskEverywhere(t *testing.T) {
 	for _, step := range []string{"create-cache", "rename-cache"} {
 		failAt(step)
 		_, err := e.s.Cache(ctx, "new-"+step, Owner{})
-		wantENOSPC(t, "Cache failing at "+step, err)
+		wantErrno(t, syscall.ENOSPC, "Cache failing at "+step, err)
 		if _, err := os.Lstat(filepath.Join(e.root, cacheDir, Escape("new-"+step))); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s: the cache exists: %v", step, err)
 		}
 		afterEach(step)
 	}
 	failAt("snapshot-clone")
-	_, err = e.s.Cache(ctx, "c", Owner{})
-	wantENOSPC(t, "Cache failing at snapshot-clone", err)
+	_, err := e.s.Cache(ctx, "c", Owner{})
+	wantErrno(t, syscall.ENOSPC, "Cache failing at snapshot-clone", err)
 	afterEach("snapshot-clone")
 
 	// Releases: the old version stays.
@@ -271,7 +183,7 @@ func TestFullDiskEverywhere(t *testing.T) {
 		must(t, err)
 		must(t, writeFile(l.Path(), "v", "2"))
 		failAt(step)
-		wantENOSPC(t, "Release failing at "+step, l.Release(ctx))
+		wantErrno(t, syscall.ENOSPC, "Release failing at "+step, l.Release(ctx))
 		afterEach(step)
 	}
 

@@ -41,36 +41,6 @@ func hostileRun(t *testing.T, subdir string, scenario func(e *hardEnv, c *hardCa
 	c.check(t)
 }
 
-// buildErr runs a build of id whose step is fn and returns its error.
-func (e *hardEnv) buildErr(id, base string, fn func(dir string) error) error {
-	return e.s.Build(e.t.Context(), id, base, func(_ context.Context, dir string) error { return fn(dir) })
-}
-
-// wantReplaced checks that err matches ErrWorkReplaced and says what.
-func wantReplaced(t *testing.T, err error, what string) {
-	t.Helper()
-	if !errors.Is(err, ErrWorkReplaced) || !strings.Contains(err.Error(), what) {
-		t.Errorf("error = %v; want ErrWorkReplaced saying %q", err, what)
-	} else {
-		t.Logf("error (as expected): %v", err)
-	}
-}
-
-// noResult checks that the build left no result id.
-func (e *hardEnv) noResult(id string) {
-	e.t.Helper()
-	if _, err := e.s.Result(id); !errors.Is(err, fs.ErrNotExist) {
-		e.t.Errorf("Result(%s) = %v, want fs.ErrNotExist", id, err)
-	}
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // (a) The step replaces its own directory.
 func TestHostileWorkReplaced(t *testing.T) {
 	boom := errors.New("step failed after replacing its dir")

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,26 +20,11 @@ import (
 // refuses a read-only mount saying so, and after a read-write remount Open
 // repairs what the interrupted operations left.
 
-func wantEROFS(t *testing.T, what string, err error) {
-	t.Helper()
-	if !errors.Is(err, syscall.EROFS) {
-		t.Errorf("%s = %v, want an error matching syscall.EROFS", what, err)
-	} else {
-		t.Logf("%s (as expected): %v", what, err)
-	}
-}
-
 func TestReadOnlyRemount(t *testing.T) {
 	e := newHardEnv(t, "")
 	ctx := t.Context()
-	e.keep()
-	l, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(l.Path(), "v", "1"))
-	must(t, l.Release(ctx))
-	pending, err := e.s.Cache(ctx, "c", Owner{})
-	must(t, err)
-	must(t, writeFile(pending.Path(), "v", "2"))
+	e.keepWithCache()
+	pending := e.pendingLease()
 	// A deleted result whose cleanup the kernel has not finished when
 	// the filesystem goes read-only: many files take a while to drop.
 	e.build("doomed", "keep-a", func(dir string) error {
@@ -79,24 +63,24 @@ func TestReadOnlyRemount(t *testing.T) {
 	<-startedOK
 	e.fs.Remount(t, unix.MS_RDONLY, "")
 	close(goOn)
-	wantEROFS(t, "Build whose step writes after the remount", <-errFail)
-	wantEROFS(t, "Build whose step returned nil after the remount", <-errOK)
+	wantErrno(t, syscall.EROFS, "Build whose step writes after the remount", <-errFail)
+	wantErrno(t, syscall.EROFS, "Build whose step returned nil after the remount", <-errOK)
 
 	// Every operation fails with EROFS and changes nothing.
 	ran := false
 	step := func(context.Context, string) error { ran = true; return nil }
-	wantEROFS(t, "Build", e.s.Build(ctx, "new", "", step))
-	wantEROFS(t, "Build on a base", e.s.Build(ctx, "new", "keep-a", step))
+	wantErrno(t, syscall.EROFS, "Build", e.s.Build(ctx, "new", "", step))
+	wantErrno(t, syscall.EROFS, "Build on a base", e.s.Build(ctx, "new", "keep-a", step))
 	if ran {
 		t.Errorf("a build step ran on a read-only filesystem")
 	}
-	wantEROFS(t, "Delete", e.s.Delete(ctx, "keep-b"))
-	_, err = e.s.Cache(ctx, "c", Owner{})
-	wantEROFS(t, "Cache", err)
+	wantErrno(t, syscall.EROFS, "Delete", e.s.Delete(ctx, "keep-b"))
+	_, err := e.s.Cache(ctx, "c", Owner{})
+	wantErrno(t, syscall.EROFS, "Cache", err)
 	_, err = e.s.Cache(ctx, "new-cache", Owner{})
-	wantEROFS(t, "Cache of a new name", err)
-	wantEROFS(t, "Release", pending.Release(ctx))
-	wantEROFS(t, "DeleteCache", e.s.DeleteCache(ctx, "c"))
+	wantErrno(t, syscall.EROFS, "Cache of a new name", err)
+	wantErrno(t, syscall.EROFS, "Release", pending.Release(ctx))
+	wantErrno(t, syscall.EROFS, "DeleteCache", e.s.DeleteCache(ctx, "c"))
 	// The kernel does not clean deleted subvolumes on a read-only
 	// filesystem: waiting for one would never end. (The remount may
 	// have cleaned them all, and then there is nothing to wait for.)
@@ -107,7 +91,7 @@ func TestReadOnlyRemount(t *testing.T) {
 	if err == nil {
 		t.Logf("CompleteDeletes: nothing was left to clean when the filesystem went read-only")
 	} else {
-		wantEROFS(t, "CompleteDeletes", err)
+		wantErrno(t, syscall.EROFS, "CompleteDeletes", err)
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("CompleteDeletes took %v to return", time.Since(start))
@@ -124,7 +108,7 @@ func TestReadOnlyRemount(t *testing.T) {
 
 	// Open refuses a read-only mount, saying what to do.
 	_, err = Open(ctx, e.root, Config{})
-	wantEROFS(t, "Open on a read-only mount", err)
+	wantErrno(t, syscall.EROFS, "Open on a read-only mount", err)
 	if err != nil && !strings.Contains(err.Error(), "remount") {
 		t.Errorf("Open's error does not say to remount: %v", err)
 	}
@@ -146,7 +130,7 @@ func TestReadOnlyRemount(t *testing.T) {
 	}
 	must(t, e.s.CompleteDeletes(ctx))
 	e.build("after", "keep-b", func(dir string) error { return writeFile(dir, "a", "a") })
-	l, err = e.s.Cache(ctx, "c", Owner{})
+	l, err := e.s.Cache(ctx, "c", Owner{})
 	must(t, err)
 	must(t, writeFile(l.Path(), "v", "3"))
 	must(t, l.Release(ctx))
@@ -168,7 +152,7 @@ func TestOpenReadOnly(t *testing.T) {
 	e.fs.Remount(t, unix.MS_RDONLY, "")
 	for _, root := range []string{e.root, fresh} {
 		_, err := Open(t.Context(), root, Config{})
-		wantEROFS(t, "Open("+root+")", err)
+		wantErrno(t, syscall.EROFS, "Open("+root+")", err)
 	}
 	if names := entries(t, fresh); len(names) != 0 {
 		t.Errorf("Open on a read-only mount made %v", names)
@@ -188,7 +172,7 @@ func TestOpenReadOnly(t *testing.T) {
 		if err == nil {
 			s.Close()
 		}
-		wantEROFS(t, what, err)
+		wantErrno(t, syscall.EROFS, what, err)
 	}
 	for _, root := range []string{keep, filepath.Join(keep, "d")} {
 		openFails("Open("+root+")", root)

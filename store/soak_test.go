@@ -5,18 +5,14 @@ package store
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
-	"hash/fnv"
-	"io"
 	"io/fs"
 	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -53,14 +49,10 @@ import (
 // goes on; the test fails at the end if there were any. Last, everything
 // is deleted: no subvolume may be left, and the free space must come back.
 //
-// The child's log, state/soak.log (O_APPEND, one write and an fsync per
-// line; v is a cache version or delete token, unique over the whole soak):
+// The child's log, state/soak.log, is an opLog: the lines about results
+// (build-failed too), and these (v is a cache version or delete token,
+// unique over the whole soak):
 //
-//	build-start <id>             before Build
-//	done <id>                    after Build returned nil
-//	build-failed <id>            Build failed because another builder deleted its base first
-//	delete-start <id>            before Delete
-//	deleted <id>                 after Delete returned
 //	cache-start <entry> <v>      before Cache; the clone will be rewritten as version v
 //	cloned <entry> <v> <p>       after Cache returned a clone holding version p
 //	release-start <entry> <v>    before Release
@@ -90,7 +82,6 @@ const (
 	soakEarlyKill   = 20      // one round in this many kills the child at start
 	soakMaxBadRuns  = 10      // consecutive rounds with violations that stop the soak
 	soakVersionStep = 1_000_000
-	soakPayloadName = "payload"
 )
 
 // soakCaches are the shared caches; the last one needs escaping.
@@ -103,8 +94,8 @@ func init() { btrfstest.Register(soakChildName, soakChild) }
 // soakWorker is the state the child's goroutines share.
 type soakWorker struct {
 	s        *Store
-	tag      int      // the round: makes ids and versions unique
-	log      *os.File // state/soak.log
+	tag      int    // the round: makes ids and versions unique
+	log      *opLog // state/soak.log
 	versions atomic.Int64
 
 	mu   sync.Mutex // guards live
@@ -127,23 +118,11 @@ func soakChild(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	s, err := Open(ctx, root, Config{})
+	s, log, live, err := childOpen(root, soakLogName)
 	if err != nil {
 		return err
 	}
-	// Neither is closed: the process ends by SIGKILL.
-	logf, err := os.OpenFile(filepath.Join(s.StateDir(), soakLogName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return err
-	}
-	live, err := invNames(filepath.Join(root, resultDir)) // ids sort by age
-	if err != nil {
-		return err
-	}
-	w := &soakWorker{s: s, tag: tag, log: logf, live: live}
-	if _, err := os.Stdout.WriteString("ready\n"); err != nil {
-		return err
-	}
+	w := &soakWorker{s: s, tag: tag, log: log, live: live}
 	errc := make(chan error, soakBuilders+1)
 	for g := range soakBuilders {
 		rng := rand.New(rand.NewPCG(seed, uint64(g)))
@@ -151,17 +130,6 @@ func soakChild(args []string) error {
 	}
 	go func() { errc <- w.completer(ctx, rand.New(rand.NewPCG(seed, soakBuilders))) }()
 	return <-errc
-}
-
-// note appends a line to the log, in one write (SIGKILL cannot split it),
-// and syncs it.
-func (w *soakWorker) note(format string, a ...any) {
-	if _, err := w.log.Write(fmt.Appendf(nil, format+"\n", a...)); err != nil {
-		panic(err)
-	}
-	if err := w.log.Sync(); err != nil {
-		panic(err)
-	}
 }
 
 // token returns a cache version or delete token unique over the soak.
@@ -177,11 +145,11 @@ func (w *soakWorker) builder(ctx context.Context, g int, rng *rand.Rand) error {
 			return err
 		}
 		for _, victim := range w.victims(rng) {
-			w.note("delete-start %s", victim)
+			w.log.note("delete-start %s", victim)
 			if err := w.s.Delete(ctx, victim); err != nil {
 				return err
 			}
-			w.note("deleted %s", victim)
+			w.log.note("deleted %s", victim)
 		}
 		if rng.IntN(2) == 0 {
 			if err := w.useCache(ctx, soakCaches[rng.IntN(len(soakCaches))], rng); err != nil {
@@ -191,11 +159,11 @@ func (w *soakWorker) builder(ctx context.Context, g int, rng *rand.Rand) error {
 		if rng.IntN(40) == 0 {
 			name := soakCaches[rng.IntN(len(soakCaches))]
 			v := w.token()
-			w.note("deletecache-start %s %d", Escape(name), v)
+			w.log.note("deletecache-start %s %d", Escape(name), v)
 			if err := w.s.DeleteCache(ctx, name); err != nil {
 				return err
 			}
-			w.note("cache-deleted %s %d", Escape(name), v)
+			w.log.note("cache-deleted %s %d", Escape(name), v)
 		}
 	}
 }
@@ -209,21 +177,21 @@ func (w *soakWorker) build(ctx context.Context, id string, rng *rand.Rand) error
 	}
 	w.mu.Unlock()
 	ran := false
-	w.note("build-start %s", id)
+	w.log.note("build-start %s", id)
 	err := w.s.Build(ctx, id, base, func(_ context.Context, dir string) error {
 		ran = true
 		return soakWriteResult(dir, id, base)
 	})
 	switch {
 	case err == nil:
-		w.note("done %s", id)
+		w.log.note("done %s", id)
 		w.mu.Lock()
 		w.live = append(w.live, id)
 		w.mu.Unlock()
 	case !ran && base != "" && errors.Is(err, fs.ErrNotExist) && !w.isLive(base):
 		// Another builder deleted the base before this build's snapshot
 		// of it began (once it begins, Delete waits for it).
-		w.note("build-failed %s", id)
+		w.log.note("build-failed %s", id)
 	default:
 		return fmt.Errorf("build %s on base %q: %w", id, base, err)
 	}
@@ -263,7 +231,7 @@ func (w *soakWorker) useCache(ctx context.Context, name string, rng *rand.Rand) 
 	if rng.IntN(2) == 0 {
 		owner = Owner{UID: 65534, GID: 65534}
 	}
-	w.note("cache-start %s %d", entry, v)
+	w.log.note("cache-start %s %d", entry, v)
 	lease, err := w.s.Cache(ctx, name, owner)
 	if err != nil {
 		return err
@@ -280,16 +248,16 @@ func (w *soakWorker) useCache(ctx context.Context, name string, rng *rand.Rand) 
 	if err != nil {
 		return fmt.Errorf("clone of cache %q: %w", name, err)
 	}
-	w.note("cloned %s %d %d", entry, v, parent)
+	w.log.note("cloned %s %d %d", entry, v, parent)
 	if err := crashWriteCache(lease.Path(), v, func(string) {}); err != nil {
 		return err
 	}
 	time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond)
-	w.note("release-start %s %d", entry, v)
+	w.log.note("release-start %s %d", entry, v)
 	if err := lease.Release(ctx); err != nil {
 		return err
 	}
-	w.note("released %s %d", entry, v)
+	w.log.note("released %s %d", entry, v)
 	return nil
 }
 
@@ -297,40 +265,26 @@ func (w *soakWorker) useCache(ctx context.Context, name string, rng *rand.Rand) 
 func (w *soakWorker) completer(ctx context.Context, rng *rand.Rand) error {
 	for {
 		time.Sleep(100*time.Millisecond + time.Duration(rng.Int64N(int64(500*time.Millisecond))))
-		w.note("completedeletes-start")
+		w.log.note("completedeletes-start")
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		err := w.s.CompleteDeletes(cctx)
 		cancel()
 		if err != nil {
-			w.note("completedeletes-failed %s", strconv.Quote(err.Error()))
+			w.log.note("completedeletes-failed %s", strconv.Quote(err.Error()))
 			continue
 		}
-		w.note("completedeletes-done")
+		w.log.note("completedeletes-done")
 	}
-}
-
-// soakPayload is the content of result id's payload file: 16-512 KiB of
-// pseudo-random bytes (real data extents, unlike the crash test's small
-// files, which btrfs keeps inline in the metadata).
-func soakPayload(id string) []byte {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	rng := rand.New(rand.NewPCG(h.Sum64(), 0))
-	b := make([]byte, 16<<10+rng.IntN(496<<10))
-	for i := 0; i+8 <= len(b); i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
-	}
-	return b
 }
 
 // soakWriteResult is the build function: crashWriteResult (which checks
 // that the work dir holds base's files, then writes id's), plus the
 // payload, checked and replaced the same way.
 func soakWriteResult(dir, id, base string) error {
-	payload := filepath.Join(dir, soakPayloadName)
+	payload := filepath.Join(dir, payloadName)
 	if base != "" {
-		if b, err := os.ReadFile(payload); err != nil || !bytes.Equal(b, soakPayload(base)) {
-			return fmt.Errorf("work dir of %s from base %s: %s: %d bytes, %v; not the base's", id, base, soakPayloadName, len(b), err)
+		if b, err := os.ReadFile(payload); err != nil || !bytes.Equal(b, resultPayload(base)) {
+			return fmt.Errorf("work dir of %s from base %s: %s: %d bytes, %v; not the base's", id, base, payloadName, len(b), err)
 		}
 		if err := os.Remove(payload); err != nil {
 			return err
@@ -339,40 +293,7 @@ func soakWriteResult(dir, id, base string) error {
 	if err := crashWriteResult(dir, id, base, func(string) {}); err != nil {
 		return err
 	}
-	return crashWrite(payload, soakPayload(id), true)
-}
-
-// soakVerifyResult is crashVerifyResult for results with a payload: it
-// checks that dir holds exactly the files of result id.
-func soakVerifyResult(dir, id string) error {
-	names, err := invNames(dir)
-	if err != nil {
-		return err
-	}
-	want := []string{"DONE", "base", soakPayloadName}
-	for i := range crashFiles {
-		want = append(want, crashFileName(i))
-	}
-	slices.Sort(want)
-	if !slices.Equal(names, want) {
-		return fmt.Errorf("holds %v, want %v", names, want)
-	}
-	for i := range crashFiles {
-		b, err := os.ReadFile(filepath.Join(dir, crashFileName(i)))
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(b, crashContent(id, i)) {
-			return fmt.Errorf("%s: wrong content %.40q...", crashFileName(i), b)
-		}
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "DONE")); err != nil || string(b) != id {
-		return fmt.Errorf("DONE = %q, %v; want %q", b, err, id)
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, soakPayloadName)); err != nil || !bytes.Equal(b, soakPayload(id)) {
-		return fmt.Errorf("%s: %d bytes, %v; not %s's", soakPayloadName, len(b), err, id)
-	}
-	return nil
+	return crashWrite(payload, resultPayload(id), true)
 }
 
 // soakAbort is the panic with which soakTB's Fatal ends the current check.
@@ -438,57 +359,6 @@ func (s soakTB) Logf(format string, args ...any) {
 	}
 }
 
-// soakState is what the parent sees on disk: crashState generalized to
-// several caches.
-type soakState struct {
-	results   []string       // ids, sorted
-	caches    map[string]int // escaped name -> version, for the caches present
-	leftovers []string       // entries of result-tmp, cache-tmp, cache/t-*
-}
-
-// soakObserve is crashObserve for several caches and any testing.TB: it
-// checks the layout (allowing leftovers or not) and the content of every
-// result and cache, and returns what it saw.
-func soakObserve(tb testing.TB, root string, leftovers bool) soakState {
-	tb.Helper()
-	if leftovers {
-		checkLayout(tb, root, true)
-	} else {
-		checkInvariants(tb, root)
-	}
-	st := soakState{caches: map[string]int{}}
-	for _, id := range invReadDir(tb, filepath.Join(root, resultDir)) {
-		if err := soakVerifyResult(filepath.Join(root, resultDir, id, snapshotName), id); err != nil {
-			tb.Errorf("invariant: result %s is not complete: %v", id, err)
-		}
-		st.results = append(st.results, id)
-	}
-	known := map[string]bool{}
-	for _, name := range soakCaches {
-		known[Escape(name)] = true
-	}
-	for _, name := range invReadDir(tb, filepath.Join(root, cacheDir)) {
-		switch {
-		case known[name]:
-			v, err := crashCacheVersion(filepath.Join(root, cacheDir, name))
-			if err != nil {
-				tb.Errorf("invariant: cache %s is not a complete version: %v", name, err)
-			}
-			st.caches[name] = v
-		case strings.HasPrefix(name, "c-"):
-			tb.Errorf("invariant: unexpected cache %s", name)
-		default:
-			st.leftovers = append(st.leftovers, cacheDir+"/"+name)
-		}
-	}
-	for _, dir := range []string{resultTmpDir, cacheTmpDir} {
-		for _, name := range invReadDir(tb, filepath.Join(root, dir)) {
-			st.leftovers = append(st.leftovers, dir+"/"+name)
-		}
-	}
-	return st
-}
-
 // soakCounts are the operations the child logged as done.
 type soakCounts struct {
 	builds, baseGone, deletes, leases, releases, cacheDeletes, completeDeletes int
@@ -498,22 +368,16 @@ type soakCounts struct {
 // soakModel is crashModel for concurrent builders and several caches: what
 // the child's log says must or may be on disk.
 type soakModel struct {
-	offset  int64             // of the first byte not read yet
-	line    int               // lines read
-	status  map[string]string // id -> started, done, deleting, gone, lost
-	done    map[string]bool   // ids whose status is done
-	pending map[string]bool   // ids whose status is started or deleting
-	// unfinished holds the ids of builds killed before their result was
-	// published: Open may still publish them, if they were frozen.
-	unfinished map[string]bool
-	caches     map[string]*soakCacheModel
-	counts     soakCounts
-	errors     []string // worker errors logged since the last check
+	resultModel
+	tail   logTail // the child's log
+	line   int     // lines read
+	caches map[string]*soakCacheModel
+	counts soakCounts
+	errors []string // worker errors logged since the last check
 }
 
 func newSoakModel() *soakModel {
-	m := &soakModel{status: map[string]string{}, done: map[string]bool{}, pending: map[string]bool{},
-		unfinished: map[string]bool{}, caches: map[string]*soakCacheModel{}}
+	m := &soakModel{resultModel: newResultModel(), caches: map[string]*soakCacheModel{}}
 	for _, name := range soakCaches {
 		m.caches[Escape(name)] = &soakCacheModel{ops: map[int]*soakCacheOp{}}
 	}
@@ -548,27 +412,11 @@ type soakCacheOp struct {
 // read takes in the lines the child appended since the last read.
 func (m *soakModel) read(tb testing.TB, path string) {
 	tb.Helper()
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return
+	lines, partial := m.tail.read(tb, path)
+	if len(partial) > 0 {
+		tb.Errorf("%s ends in a partial line %q (skipped)", soakLogName, partial)
 	}
-	if err != nil {
-		tb.Fatalf("read %s: %v", soakLogName, err)
-	}
-	defer f.Close()
-	if _, err := f.Seek(m.offset, io.SeekStart); err != nil {
-		tb.Fatalf("read %s: %v", soakLogName, err)
-	}
-	news, err := io.ReadAll(f)
-	if err != nil {
-		tb.Fatalf("read %s: %v", soakLogName, err)
-	}
-	m.offset += int64(len(news))
-	whole := bytes.LastIndexByte(news, '\n') + 1
-	if whole < len(news) {
-		tb.Errorf("%s ends in a partial line %q (skipped)", soakLogName, news[whole:])
-	}
-	for _, line := range strings.Split(string(news[:whole]), "\n") {
+	for _, line := range lines {
 		if line != "" {
 			m.line++
 			m.apply(tb, line)
@@ -622,26 +470,13 @@ func (m *soakModel) apply(tb testing.TB, line string) {
 	if len(f) > 1 {
 		id = f[1]
 	}
+	m.applyResult(f[0], id)
 	switch f[0] {
-	case "build-start":
-		m.status[id] = "started"
-		m.pending[id] = true
 	case "done":
-		m.status[id] = "done"
-		delete(m.pending, id)
-		m.done[id] = true
 		m.counts.builds++
 	case "build-failed":
-		m.status[id] = "gone"
-		delete(m.pending, id)
 		m.counts.baseGone++
-	case "delete-start":
-		m.status[id] = "deleting"
-		delete(m.done, id)
-		m.pending[id] = true
 	case "deleted":
-		m.status[id] = "gone"
-		delete(m.pending, id)
 		m.counts.deletes++
 	case "cache-start":
 		o.start = m.line
@@ -667,37 +502,9 @@ func (m *soakModel) apply(tb testing.TB, line string) {
 
 // check compares the disk, seen right after the kill, with the log, then
 // settles what was pending at the kill according to what the disk shows.
-func (m *soakModel) check(tb testing.TB, st soakState) {
+func (m *soakModel) check(tb testing.TB, st observed) {
 	tb.Helper()
-	present := map[string]bool{}
-	for _, id := range st.results {
-		present[id] = true
-		switch m.status[id] {
-		case "":
-			tb.Errorf("invariant: result %s exists but was never built", id)
-		case "gone":
-			tb.Errorf("invariant: result %s exists but was deleted, or its build failed", id)
-		case "lost":
-			tb.Errorf("invariant: result %s, lost earlier, is back", id)
-		}
-	}
-	for _, id := range slices.Sorted(maps.Keys(m.done)) {
-		if !present[id] {
-			tb.Errorf("invariant: result %s, reported done, is lost", id)
-			m.status[id] = "lost" // reported once
-			delete(m.done, id)
-		}
-	}
-	for id := range m.pending {
-		if present[id] {
-			m.status[id] = "done"
-			m.done[id] = true
-		} else {
-			m.unfinished[id] = m.status[id] == "started"
-			m.status[id] = "gone"
-		}
-	}
-	clear(m.pending)
+	m.checkResults(tb, st.results, false)
 	for _, entry := range slices.Sorted(maps.Keys(m.caches)) {
 		m.caches[entry].check(tb, entry, st.caches[entry], m.line+1)
 	}
@@ -705,16 +512,9 @@ func (m *soakModel) check(tb testing.TB, st soakState) {
 
 // settle starts a new round from what the disk holds after Open, which
 // published the results in published.
-func (m *soakModel) settle(tb testing.TB, st soakState, published []string) {
+func (m *soakModel) settle(tb testing.TB, st observed, published []string) {
 	tb.Helper()
-	for _, id := range published {
-		if !m.unfinished[id] {
-			tb.Errorf("invariant: Open published %s, which no killed build had started", id)
-		}
-		m.status[id] = "done"
-		m.done[id] = true
-	}
-	clear(m.unfinished)
+	m.publish(tb, "invariant: ", published)
 	for entry, c := range m.caches {
 		c.initial = st.caches[entry]
 		clear(c.ops)
@@ -824,49 +624,20 @@ func (c *soakCacheModel) check(tb testing.TB, entry string, got, now int) {
 	}
 }
 
-// soakStart is crashStart for any registered child function: it starts
-// the test binary as the child registered as name, with args, and does not
-// wait for it.
-func soakStart(tb testing.TB, name string, args ...string) *crashChildRun {
-	tb.Helper()
-	c := &crashChildRun{ready: make(chan struct{}), done: make(chan error, 1)}
-	c.stdout.ready = c.ready
-	env := append(os.Environ(), crashChildEnv+"="+name,
-		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	c.cmd = &exec.Cmd{
-		Path:   "/proc/self/exe",
-		Args:   append([]string{os.Args[0], "-test.run=^$", "--"}, args...),
-		Env:    env,
-		Stdout: &c.stdout,
-		Stderr: &c.stderr,
-	}
-	c.start = time.Now()
-	if err := c.cmd.Start(); err != nil {
-		tb.Fatalf("start child %s: %v", name, err)
-	}
-	go func() { c.done <- c.cmd.Wait() }()
-	return c
-}
-
 // soakWait waits for a child that was sent SIGKILL and reports whether
 // SIGKILL ended it; a child that ended by itself (a store call failed, or
 // it panicked) is a worker error.
-func soakWait(v *soakViolations, c *crashChildRun) bool {
-	select {
-	case <-c.done:
-	case <-time.After(60 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.done
+func soakWait(v *soakViolations, c *btrfstest.Child) bool {
+	if !c.Wait(60 * time.Second) {
 		v.workerError("the worker was still running 60 s after SIGKILL")
 	}
-	if bytes.Contains(c.stderr.Bytes(), []byte("DATA RACE")) {
-		v.workerError(fmt.Sprintf("race in the worker:\n%s", c.stderr.Bytes()))
+	if c.Raced() {
+		v.workerError(fmt.Sprintf("race in the worker:\n%s", c.Stderr()))
 	}
-	ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+	if c.Killed() {
 		return true
 	}
-	v.workerError(fmt.Sprintf("the worker ended by itself (%v), not by SIGKILL; stderr:\n%s", c.cmd.ProcessState, c.stderr.Bytes()))
+	v.workerError(fmt.Sprintf("the worker ended by itself (%v), not by SIGKILL; stderr:\n%s", c.State(), c.Stderr()))
 	return false
 }
 
@@ -950,28 +721,26 @@ func TestSoak(t *testing.T) {
 	for rounds = 1; time.Since(began) < duration; rounds++ {
 		violations.round = rounds
 		before, errorsBefore := violations.n, violations.errors
-		c := soakStart(t, soakChildName, root, strconv.Itoa(rounds), strconv.FormatUint(rng.Uint64(), 10))
+		c := btrfstest.Start(t, soakChildName, nil, root, strconv.Itoa(rounds), strconv.FormatUint(rng.Uint64(), 10))
 		label := "running"
 		if rng.IntN(soakEarlyKill) == 0 {
 			label = "starting"
 			time.Sleep(time.Duration(rng.Int64N(int64(100 * time.Millisecond))))
 		} else {
 			select {
-			case <-c.ready:
-				startups = append(startups, time.Since(c.start))
-			case err := <-c.done:
-				c.done <- err
+			case <-c.Ready():
+				startups = append(startups, time.Since(c.Started))
+			case <-c.Exited():
 			case <-time.After(60 * time.Second):
 				violations.workerError("the worker was not ready 60 s after its start")
 			}
 			select {
 			case <-time.After(time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))):
-			case err := <-c.done:
-				c.done <- err
+			case <-c.Exited():
 			}
 		}
-		c.kill()
-		ranFor := time.Since(c.start)
+		c.Kill()
+		ranFor := time.Since(c.Started)
 		killed := soakWait(violations, c)
 		if killed {
 			kills++
@@ -1052,7 +821,7 @@ func TestSoak(t *testing.T) {
 func soakCheck(tb testing.TB, root string, model *soakModel, sink *repairSink, logPath string) (repairs []string, free float64, opened bool) {
 	tb.Helper()
 	sink.take() // drop what an aborted round left
-	pre := soakObserve(tb, root, true)
+	pre := observe(tb, root, true, true, soakCaches)
 	model.read(tb, logPath)
 	model.check(tb, pre)
 
@@ -1064,20 +833,8 @@ func soakCheck(tb testing.TB, root string, model *soakModel, sink *repairSink, l
 	}
 	defer s.Close()
 	repairs, published := sink.take()
-	post := soakObserve(tb, root, false) // includes checkInvariants and the content of published results
-	wantResults := slices.Sorted(slices.Values(append(slices.Clone(pre.results), published...)))
-	if !slices.Equal(wantResults, post.results) || !maps.Equal(pre.caches, post.caches) {
-		tb.Errorf("Open changed complete data: results %v -> %v (published %v), caches %v -> %v",
-			pre.results, post.results, published, pre.caches, post.caches)
-	}
-	if removals := len(repairs) - len(published); removals != len(pre.leftovers) {
-		tb.Errorf("%d leftovers %v, but Open logged %d removals %v", len(pre.leftovers), pre.leftovers, removals, repairs)
-	}
-	for _, kind := range repairs {
-		if strings.Contains(kind, "VIOLATION") || strings.HasPrefix(kind, "other") {
-			tb.Errorf("repair %s", kind)
-		}
-	}
+	post := observe(tb, root, false, true, soakCaches) // includes checkInvariants and the content of published results
+	checkOpen(tb, "", pre, post, repairs, published)
 	model.settle(tb, post, published)
 	if free, err = s.FreeSpace(ctx); err != nil {
 		tb.Errorf("FreeSpace: %v", err)
@@ -1098,7 +855,7 @@ func soakDrain(tb testing.TB, root, logPath string, freeAtStart float64) {
 		tb.Fatalf("drain: Open: %v", err)
 	}
 	defer s.Close()
-	for _, id := range invReadDir(tb, filepath.Join(root, resultDir)) {
+	for _, id := range entries(tb, filepath.Join(root, resultDir)) {
 		if err := s.Delete(ctx, id); err != nil {
 			tb.Errorf("drain: Delete(%s): %v", id, err)
 		}

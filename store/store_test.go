@@ -76,15 +76,6 @@ func TestBuildResultDelete(t *testing.T) {
 	assertNoTmp(t, s)
 }
 
-func assertNoTmp(t *testing.T, s *Store) {
-	t.Helper()
-	for _, d := range []string{resultTmpDir, cacheTmpDir} {
-		if names := entries(t, filepath.Join(s.Root(), d)); len(names) != 0 {
-			t.Errorf("%s not empty: %v", d, names)
-		}
-	}
-}
-
 func TestBuildFailureAndPanic(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := t.Context()

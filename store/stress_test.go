@@ -282,13 +282,9 @@ func stressUseCache(ctx context.Context, s *Store, name string, owner Owner, id 
 // stressNames lists a directory, sorted; if it cannot be read, the error
 // stands in for the names, so that comparisons fail and show it.
 func stressNames(dir string) []string {
-	es, err := os.ReadDir(dir)
+	names, err := invNames(dir)
 	if err != nil {
 		return []string{"<" + strings.ReplaceAll(err.Error(), " ", "_") + ">"}
-	}
-	var names []string
-	for _, e := range es {
-		names = append(names, e.Name())
 	}
 	return names
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/btrstore/btrstore/internal/loopfs"
 	"github.com/btrstore/btrstore/internal/mountinfo"
@@ -44,6 +45,14 @@ func init() {
 	})
 	Register("echo", func(args []string) error {
 		fmt.Print(strings.Join(args, "|"))
+		return nil
+	})
+	// wait prints its arguments and $BTRFSTEST_TEST_WORD, says ready, and
+	// sleeps until killed.
+	Register("wait", func(args []string) error {
+		fmt.Fprintln(os.Stderr, strings.Join(args, "|"), os.Getenv("BTRFSTEST_TEST_WORD"))
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
 		return nil
 	})
 	Register("fail", func(args []string) error {
@@ -316,6 +325,40 @@ func TestRunAsChildError(t *testing.T) {
 	_, err := RunAs(t, Cred{UID: 1000, GID: 1000}, "fail", "with", "args")
 	if err == nil || !strings.Contains(err.Error(), "child failed on purpose: with args") {
 		t.Errorf("RunAs error %v, want one containing the child's message", err)
+	}
+}
+
+func TestStartKillWait(t *testing.T) {
+	c := Start(t, "wait", []string{"BTRFSTEST_TEST_WORD=word"}, "a b", "c")
+	c.WaitReady(t, 60*time.Second)
+	c.Kill()
+	if !c.Wait(60 * time.Second) {
+		t.Fatal("child still running 60 s after Kill")
+	}
+	if !c.Killed() {
+		t.Errorf("child ended by %v, want SIGKILL", c.State())
+	}
+	if got, want := string(c.Stderr()), "a b|c word\n"; got != want {
+		t.Errorf("child stderr %q, want %q", got, want)
+	}
+	c.Kill() // a no-op once it has ended
+}
+
+func TestStartChildEndsByItself(t *testing.T) {
+	c := Start(t, "fail", nil, "x")
+	if !c.Wait(60 * time.Second) {
+		t.Fatal("child still running after 60 s")
+	}
+	if c.Killed() || c.State().ExitCode() != 1 {
+		t.Errorf("child ended by %v, want exit status 1", c.State())
+	}
+	select {
+	case <-c.Ready():
+		t.Error("Ready closed for a child that never said ready")
+	default:
+	}
+	if !strings.Contains(string(c.Stderr()), "child failed on purpose: x") {
+		t.Errorf("child stderr %q, want the child's error", c.Stderr())
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,25 +69,10 @@ type Cred struct {
 func RunAs(t testing.TB, cred Cred, name string, args ...string) (stdout string, err error) {
 	t.Helper()
 	RequireRoot(t)
-	if !mainStarted {
-		t.Fatalf("btrfstest: RunAs needs the package's TestMain to call btrfstest.Main")
-	}
-	if registered(name) == nil {
-		t.Fatalf("btrfstest: RunAs: no function registered as %q", name)
-	}
-
-	// /proc/self/exe rather than os.Executable: exec through the magic link
-	// skips the path walk, so the child needs no search permission on go
-	// test's 0700 build directory. -test.run=^$ keeps the child from running
-	// tests even if its dispatch in Main were bypassed.
-	cmd := &exec.Cmd{
-		Path: "/proc/self/exe",
-		Args: append([]string{os.Args[0], "-test.run=^$", "--"}, args...),
-		Env:  append(os.Environ(), childEnv+"="+name, raceNoExitSleep()),
-		SysProcAttr: &syscall.SysProcAttr{
-			Credential:  &syscall.Credential{Uid: cred.UID, Gid: cred.GID, Groups: cred.Groups},
-			AmbientCaps: cred.Caps,
-		},
+	cmd := childCmd(t, name, nil, args)
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential:  &syscall.Credential{Uid: cred.UID, Gid: cred.GID, Groups: cred.Groups},
+		AmbientCaps: cred.Caps,
 	}
 	var outBuf, errBuf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &outBuf, &errBuf
@@ -101,6 +87,143 @@ func RunAs(t testing.TB, cred Cred, name string, args ...string) (stdout string,
 		t.Logf("btrfstest: child %q stderr:\n%s", name, errBuf.Bytes())
 	}
 	return outBuf.String(), nil
+}
+
+// childCmd is the command that runs the function registered as name in a
+// child, with args after "--" and env added to this process's environment.
+func childCmd(t testing.TB, name string, env, args []string) *exec.Cmd {
+	t.Helper()
+	if !mainStarted {
+		t.Fatalf("btrfstest: a child needs the package's TestMain to call btrfstest.Main")
+	}
+	if registered(name) == nil {
+		t.Fatalf("btrfstest: no function registered as %q", name)
+	}
+	// /proc/self/exe rather than os.Executable: exec through the magic link
+	// skips the path walk, so the child needs no search permission on go
+	// test's 0700 build directory. -test.run=^$ keeps the child from running
+	// tests even if its dispatch in Main were bypassed.
+	return &exec.Cmd{
+		Path: "/proc/self/exe",
+		Args: append([]string{os.Args[0], "-test.run=^$", "--"}, args...),
+		Env:  append(append(os.Environ(), childEnv+"="+name, raceNoExitSleep()), env...),
+	}
+}
+
+// Child is a child process started by [Start]: the test binary running a
+// registered function, with this process's identity, until it returns or
+// is killed. Ready, Exited, WaitReady, Kill and Wait are safe for
+// concurrent use; Killed, State, Stderr and Raced read what Wait settled.
+type Child struct {
+	Started time.Time // when Start started it
+	cmd     *exec.Cmd
+	stdout  readyWriter
+	stderr  bytes.Buffer  // read only after exited is closed
+	exited  chan struct{} // closed once the child has ended and been reaped
+}
+
+// Start starts the function registered as name in a child process, as
+// [RunAs] does but with this process's identity and capabilities and
+// without waiting: the caller kills it ([Child.Kill]) or lets it end, and
+// then calls [Child.Wait]. env is added to the child's environment. A child
+// still running when the test ends is killed. Start needs no privilege
+// beyond what the function does, and the test package's TestMain must call
+// [Main].
+func Start(t testing.TB, name string, env []string, args ...string) *Child {
+	t.Helper()
+	c := &Child{cmd: childCmd(t, name, env, args), exited: make(chan struct{})}
+	c.stdout.ready = make(chan struct{})
+	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
+	c.Started = time.Now()
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("btrfstest: start child %q: %v", name, err)
+	}
+	go func() {
+		c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(func() {
+		c.Kill()
+		<-c.exited
+	})
+	return c
+}
+
+// Ready is closed when the child has written the line "ready" to its
+// stdout.
+func (c *Child) Ready() <-chan struct{} { return c.stdout.ready }
+
+// WaitReady waits for the child to say "ready", and fails t if it ends
+// first or is not ready within timeout.
+func (c *Child) WaitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-c.Ready():
+	case <-c.exited:
+		t.Fatalf("btrfstest: child ended before ready: %v; stderr:\n%s", c.State(), c.Stderr())
+	case <-time.After(timeout):
+		t.Fatalf("btrfstest: child not ready after %v", timeout)
+	}
+}
+
+// Exited is closed when the child has ended.
+func (c *Child) Exited() <-chan struct{} { return c.exited }
+
+// Kill sends the child SIGKILL unless it has ended.
+func (c *Child) Kill() {
+	select {
+	case <-c.exited:
+	default:
+		c.cmd.Process.Kill()
+	}
+}
+
+// Wait waits for the child to end. If it has not ended within timeout, Wait
+// kills it, waits for that, and returns false.
+func (c *Child) Wait(timeout time.Duration) bool {
+	select {
+	case <-c.exited:
+		return true
+	case <-time.After(timeout):
+		c.cmd.Process.Kill()
+		<-c.exited
+		return false
+	}
+}
+
+// Killed reports whether SIGKILL ended the child; call it after [Child.Wait].
+func (c *Child) Killed() bool {
+	ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// State is how the child ended; call it after [Child.Wait].
+func (c *Child) State() *os.ProcessState { return c.cmd.ProcessState }
+
+// Stderr is what the child wrote to its stderr; call it after [Child.Wait].
+func (c *Child) Stderr() []byte { return c.stderr.Bytes() }
+
+// Raced reports whether the race detector reported a race in the child;
+// call it after [Child.Wait].
+func (c *Child) Raced() bool { return bytes.Contains(c.stderr.Bytes(), []byte("DATA RACE")) }
+
+// readyWriter is a child's stdout; it closes ready at "ready\n".
+type readyWriter struct {
+	mu    sync.Mutex // guards buf and seen
+	buf   bytes.Buffer
+	ready chan struct{}
+	seen  bool // ready is closed
+}
+
+func (w *readyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.seen && bytes.Contains(w.buf.Bytes(), []byte("ready\n")) {
+		close(w.ready)
+		w.seen = true
+	}
+	return len(p), nil
 }
 
 // raceNoExitSleep returns GORACE for the child with atexit_sleep_ms=0 added:

@@ -41,7 +41,11 @@
 // requested uid, gid and groups, and exactly the requested capabilities. [Main]
 // sees the variable before running any test, calls the function with the
 // arguments, and exits: 0, or 1 with the error on stderr. RunAs returns the
-// child's stdout, or an error that includes its stderr.
+// child's stdout, or an error that includes its stderr. [Start] starts the
+// same kind of child with the test's own identity and does not wait: the
+// crash tests kill it ([Child.Kill], [Child.Wait]), once it has written
+// "ready" ([Child.Ready]) or at any other moment. Nothing outside this
+// package names the variable.
 //
 // # Leak checks
 //

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/btrstore/btrstore/internal/beneath"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,10 +23,7 @@ func runChild(bin string, args, env []string, dir string) int {
 	}
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
+		pid, err := beneath.Retry2(func() (int, error) { return unix.Wait4(-1, &ws, 0, nil) })
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "vmtest init: wait: %v\n", err)
 			return -1

@@ -1,8 +1,8 @@
 package store
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,21 +10,169 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/internal/mountinfo"
 	"github.com/btrstore/btrstore/ioctl"
-	"github.com/btrstore/btrstore/kernel"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"golang.org/x/sys/unix"
 )
 
-// Helpers of the hardening tests (full disk, read-only filesystem, build
-// steps that attack the store). Each scenario checks the same things
-// afterwards: the store's other results are intact, nothing outside the
-// root changed (hardCanary), no mount is left below the root, and the
-// invariants hold after Close and Open (hardReopen).
+// The store's test helpers: a store on a fresh filesystem, files and
+// listings, error checks, and the helpers of the hardening tests (full
+// disk, read-only filesystem, build steps that attack the store). Each
+// hardening scenario checks the same things afterwards: the store's other
+// results are intact, nothing outside the root changed (hardCanary), no
+// mount is left below the root, and the invariants hold after Close and
+// Open (hardEnv.reopen).
+
+// newStore opens a store on a fresh btrfs and closes it at the end.
+func newStore(t testing.TB, opts ...btrfstest.Option) (*Store, *btrfstest.FS) {
+	t.Helper()
+	fsys := btrfstest.New(t, opts...)
+	s, err := Open(context.Background(), fsys.Path, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, fsys
+}
+
+func writeFile(dir, name, content string) error {
+	return os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644)
+}
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// subvolumes lists every subvolume below the store's root.
+func subvolumes(t testing.TB, root string) []string {
+	t.Helper()
+	var out []string
+	for info, err := range ioctl.Subvolumes(root) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, info.Path)
+	}
+	return out
+}
+
+// entries lists a directory, sorted.
+func entries(t testing.TB, dir string) []string {
+	t.Helper()
+	names, err := invNames(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// assertNoTmp checks that result-tmp and cache-tmp are empty.
+func assertNoTmp(t testing.TB, s *Store) {
+	t.Helper()
+	for _, d := range []string{resultTmpDir, cacheTmpDir} {
+		if names := entries(t, filepath.Join(s.Root(), d)); len(names) != 0 {
+			t.Errorf("%s not empty: %v", d, names)
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fillData writes 8 MiB files into dir until the filesystem is full and
+// returns the error that says so.
+func fillData(dir string) error {
+	buf := make([]byte, 8<<20)
+	for i := 0; ; i++ {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("data%d", i)))
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(buf)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// fillMetadata makes directories with large extended attributes in dir,
+// which take metadata space only, until there is none.
+func fillMetadata(dir string) error {
+	val := make([]byte, 3000)
+	for i := 0; ; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("m%d", i))
+		if err := os.Mkdir(p, 0o755); err != nil {
+			return err
+		}
+		for j := range 4 {
+			if err := unix.Setxattr(p, fmt.Sprintf("user.x%d", j), val, 0); err != nil {
+				return &fs.PathError{Op: "setxattr", Path: p, Err: err}
+			}
+		}
+	}
+}
+
+// wantErrno checks that err matches errno (syscall.ENOSPC, syscall.EROFS)
+// and logs it.
+func wantErrno(t *testing.T, errno syscall.Errno, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, errno) {
+		t.Errorf("%s = %v, want an error matching syscall.%s", what, err, unix.ErrnoName(errno))
+	} else {
+		t.Logf("%s (as expected): %v", what, err)
+	}
+}
+
+// noBuildTmp checks that result-tmp is empty (cache-tmp may hold a lease).
+func (e *hardEnv) noBuildTmp() {
+	e.t.Helper()
+	if names := entries(e.t, filepath.Join(e.root, resultTmpDir)); len(names) != 0 {
+		e.t.Errorf("result-tmp not empty: %v", names)
+	}
+}
+
+// cacheVersion reads file v of cache name where it is kept, and checks
+// that the cache is a complete read-only subvolume.
+func (e *hardEnv) cacheVersion(name string) string {
+	e.t.Helper()
+	p := filepath.Join(e.root, cacheDir, Escape(name))
+	if msg := invCheckReadOnlySubvolume(p); msg != "" {
+		e.t.Errorf("cache %s: %s", name, msg)
+	}
+	b, err := os.ReadFile(filepath.Join(p, "v"))
+	if err != nil {
+		e.t.Errorf("cache %s: %v", name, err)
+	}
+	return string(b)
+}
+
+// noCacheTmp checks that cache/ holds only caches.
+func (e *hardEnv) noCacheTmp() {
+	e.t.Helper()
+	for _, n := range entries(e.t, filepath.Join(e.root, cacheDir)) {
+		if !strings.HasPrefix(n, "c-") {
+			e.t.Errorf("cache/ holds %s", n)
+		}
+	}
+}
 
 // hardLog collects what a store logs, V(0) and V(1), one line a message.
 type hardLog struct {
@@ -146,6 +294,26 @@ func (e *hardEnv) keep() {
 	e.build("keep-b", "keep-a", func(dir string) error { return writeFile(dir, "b", "kept b") })
 }
 
+// keepWithCache is keep, plus cache c saved with "1" in its file v.
+func (e *hardEnv) keepWithCache() {
+	e.t.Helper()
+	e.keep()
+	l, err := e.s.Cache(e.t.Context(), "c", Owner{})
+	must(e.t, err)
+	must(e.t, writeFile(l.Path(), "v", "1"))
+	must(e.t, l.Release(e.t.Context()))
+}
+
+// pendingLease leases cache c and writes "2" into the clone's file v; the
+// caller releases it.
+func (e *hardEnv) pendingLease() *CacheLease {
+	e.t.Helper()
+	l, err := e.s.Cache(e.t.Context(), "c", Owner{})
+	must(e.t, err)
+	must(e.t, writeFile(l.Path(), "v", "2"))
+	return l
+}
+
 // checkKept checks that keep-a and keep-b are intact.
 func (e *hardEnv) checkKept() {
 	e.t.Helper()
@@ -172,11 +340,7 @@ func (e *hardEnv) checkKept() {
 // noTmp checks that result-tmp and cache-tmp are empty.
 func (e *hardEnv) noTmp() {
 	e.t.Helper()
-	for _, d := range []string{resultTmpDir, cacheTmpDir} {
-		if names := entries(e.t, filepath.Join(e.root, d)); len(names) != 0 {
-			e.t.Errorf("%s not empty: %v", d, names)
-		}
-	}
+	assertNoTmp(e.t, e.s)
 }
 
 // hardCanary is what lies outside the store and must stay as it is: on a
@@ -295,12 +459,7 @@ func mapKeys(ms ...map[string]string) func(func(string) bool) {
 // hardMountsBelow lists the mount points strictly below dir.
 func hardMountsBelow(t testing.TB, dir string) []string {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	mounts, err := kernel.ParseMountInfo(bufio.NewReader(f))
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,4 +520,27 @@ func hasFlags(t testing.TB, path string, flags uint32) bool {
 		t.Fatal(err)
 	}
 	return got&flags != 0
+}
+
+// buildErr runs a build of id whose step is fn and returns its error.
+func (e *hardEnv) buildErr(id, base string, fn func(dir string) error) error {
+	return e.s.Build(e.t.Context(), id, base, func(_ context.Context, dir string) error { return fn(dir) })
+}
+
+// wantReplaced checks that err matches ErrWorkReplaced and says what.
+func wantReplaced(t *testing.T, err error, what string) {
+	t.Helper()
+	if !errors.Is(err, ErrWorkReplaced) || !strings.Contains(err.Error(), what) {
+		t.Errorf("error = %v; want ErrWorkReplaced saying %q", err, what)
+	} else {
+		t.Logf("error (as expected): %v", err)
+	}
+}
+
+// noResult checks that the build left no result id.
+func (e *hardEnv) noResult(id string) {
+	e.t.Helper()
+	if _, err := e.s.Result(id); !errors.Is(err, fs.ErrNotExist) {
+		e.t.Errorf("Result(%s) = %v, want fs.ErrNotExist", id, err)
+	}
 }
