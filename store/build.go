@@ -180,8 +180,7 @@ func (s *Store) makeWork(tmpFd int, base string) error {
 		}
 		return err
 	}
-	// Without ctx: waits as long as it takes.
-	unlock, _ := s.results.Lock(context.Background(), base, true)
+	unlock := s.lockResult(base, true)
 	defer unlock()
 	baseFd, err := openDirAt(s.resultFd, base+"/"+snapshotName)
 	if err != nil {
@@ -300,8 +299,7 @@ func (s *Store) publish(tmp string, tmpFd int, id, base string, w *workVol) erro
 // delete in place), and reports whether it did. A result, or one a mount
 // hides, stays.
 func (s *Store) removeNonResult(id string) bool {
-	// Without ctx: waits as long as it takes.
-	unlock, _ := s.results.Lock(context.Background(), id, false)
+	unlock := s.lockResult(id, false)
 	defer unlock()
 	if _, err := s.result(id); !errors.Is(err, fs.ErrNotExist) {
 		return false

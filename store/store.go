@@ -487,6 +487,14 @@ func (s *Store) openLock() error {
 	}
 }
 
+// lockResult takes the lock of result id, shared (snapshotting or
+// sending it as a base) or exclusive (Delete), waiting as long as it
+// takes, and returns its unlock.
+func (s *Store) lockResult(id string, shared bool) (unlock func()) {
+	unlock, _ = s.results.Lock(context.Background(), id, shared) // no ctx, no error
+	return unlock
+}
+
 // openDirDetaching is openDirAt, but a mount on the entry (EXDEV), which
 // a build step may have left, is detached (see detachMounts) and the open
 // tried again. display names the entry in logs and errors.
@@ -689,8 +697,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	defer leave()
-	// Without ctx: waits as long as it takes.
-	unlock, _ := s.results.Lock(context.Background(), id, false)
+	unlock := s.lockResult(id, false)
 	trash, err := "", s.failAt("rename-delete") // a test's injected failure of the rename
 	if err == nil {
 		trash, err = s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")
