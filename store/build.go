@@ -64,11 +64,11 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 	if base != "" {
 		defer s.bases.add(base)() // Prune leaves base alone meanwhile
 	}
-	held, err := s.builds.Lock(ctx, id)
+	unlockBuild, err := s.builds.Lock(ctx, id, false)
 	if err != nil {
 		return err
 	}
-	defer held.Unlock()
+	defer unlockBuild()
 	if s.resultExists(id) {
 		// Unless what is there is no result (a symlink a step planted):
 		// publish replaces that.
@@ -183,7 +183,7 @@ func (s *Store) makeWork(tmpFd int, base string) error {
 		}
 		return err
 	}
-	unlock := s.results.lock(base, true)
+	unlock := s.lockResult(base, true)
 	defer unlock()
 	baseFd, err := openDirAt(s.resultFd, base+"/"+snapshotName)
 	if err != nil {
@@ -305,7 +305,7 @@ func (s *Store) publish(tmp string, tmpFd int, id, base string, w *workVol) erro
 // delete in place), and reports whether it did. A result, or one a mount
 // hides, stays.
 func (s *Store) removeNonResult(id string) bool {
-	unlock := s.results.lock(id, false)
+	unlock := s.lockResult(id, false)
 	defer unlock()
 	if _, err := s.result(id); !errors.Is(err, fs.ErrNotExist) {
 		return false
