@@ -5,7 +5,7 @@ SHELL   := /bin/bash
 APT_PKGS := btrfs-progs gcc linux-libc-dev
 ROOT    := $(shell id -u)
 
-.PHONY: deps deps-s3 test lint vmtest vmtest-consumer demo demo-vm example-snapshot fuzz bench soak
+.PHONY: deps deps-s3 test lint vmtest vmtest-consumer demo demo-fleet demo-vm example-snapshot fuzz bench soak
 
 # MODULES are the directories of the repository's modules: the library (.),
 # whose go.mod requires golang.org/x/sys and go-logr/logr only, and the
@@ -89,6 +89,13 @@ lint:
 # mounted only while it runs; run it twice to see every step cached.
 demo: deps
 	$(GO) run ./examples/builder
+
+# demo-fleet: two stores on two loop-mounted btrfs ("hosts") and a bucket
+# on versitygw between them (a directory without it): host A builds the
+# builder's default spec and exports it, host B imports the last result
+# and builds a step on top, with timings and bytes (examples/fleet/demo.sh).
+demo-fleet: deps
+	GO=$(GO) ./examples/fleet/demo.sh
 
 # example-snapshot runs examples/snapshot on a throw-away loop-mounted btrfs.
 example-snapshot: deps

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/btrstore/btrstore/internal/treecmp"
 	"io"
 	"io/fs"
 	"os"
@@ -62,7 +63,7 @@ func boxState(t testing.TB, box string) string {
 			b, _ := os.ReadFile(p)
 			line += " " + string(b)
 		}
-		if x := xattrs(t, p); x != "" && st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if x := treecmp.Xattrs(t, p); x != "" && st.Mode&unix.S_IFMT != unix.S_IFLNK {
 			line += " " + x
 		}
 		lines = append(lines, line)
@@ -257,14 +258,14 @@ func TestApplySyntheticV2(t *testing.T) {
 	if st.Mode&0o7777 != 0o711 || st.Uid != 12 || st.Gid != 34 || int64(st.Mtim.Sec) != ts.Sec || int64(st.Mtim.Nsec) != int64(ts.Nsec) {
 		t.Errorf("root: mode %o owner %d:%d mtime %v", st.Mode&0o7777, st.Uid, st.Gid, st.Mtim)
 	}
-	if x := xattrs(t, got[0]); x != "user.root=r" {
+	if x := treecmp.Xattrs(t, got[0]); x != "user.root=r" {
 		t.Errorf("root xattrs %q", x)
 	}
 	must(t, unix.Lstat(filepath.Join(got[0], "sock"), &st))
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		t.Errorf("sock: mode %o", st.Mode)
 	}
-	_, holes := fileHash(t, filepath.Join(got[0], "f"), 20480)
+	_, holes := treecmp.FileHash(t, filepath.Join(got[0], "f"), 20480)
 	if holes != "0-1,3-4" { // the preallocated tail reads as a hole too
 		t.Errorf("f data map %q, want a hole at blocks 1-2", holes)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/btrstore/btrstore/internal/treecmp"
 	"io"
 	"io/fs"
 	"os"
@@ -149,8 +150,8 @@ func TestKernelStreamsApply(t *testing.T) {
 				t.Fatalf("received %v", got)
 			}
 			apply(t, inc, s.recv, Options{})
-			compareTrees(t, s.s1, filepath.Join(s.recv, "s1"))
-			compareTrees(t, s.s2, filepath.Join(s.recv, "s2"))
+			treecmp.Compare(t, s.s1, filepath.Join(s.recv, "s1"))
+			treecmp.Compare(t, s.s2, filepath.Join(s.recv, "s2"))
 			checkReceived(t, filepath.Join(s.recv, "s1"), s.s1)
 			checkReceived(t, filepath.Join(s.recv, "s2"), s.s2)
 			if c.name == "proto2-compressed" && !bytes.Contains(full, []byte{byte(sendstream.CmdEncodedWrite), 0}) {
@@ -176,7 +177,7 @@ func TestSendCLIReceive(t *testing.T) {
 			f := filepath.Join(t.TempDir(), "stream")
 			must(t, os.WriteFile(f, stream, 0o600))
 			cli(t, "receive", "-f", f, dir)
-			compareTrees(t, step.src, filepath.Join(dir, filepath.Base(step.src)))
+			treecmp.Compare(t, step.src, filepath.Join(dir, filepath.Base(step.src)))
 			checkDump(t, stream)
 		}
 	}
@@ -203,7 +204,7 @@ func TestSendApply(t *testing.T) {
 			if len(got) != 1 {
 				t.Fatalf("received %v", got)
 			}
-			compareTrees(t, step.src, got[0])
+			treecmp.Compare(t, step.src, got[0])
 			checkReceived(t, got[0], step.src)
 			if _, err := exec.LookPath("btrfs"); err == nil {
 				checkDump(t, copy.Bytes())
@@ -257,7 +258,7 @@ func TestCompressedFallback(t *testing.T) {
 					continue
 				}
 				got := apply(t, stream, dir, Options{Decompress: decompress})
-				compareTrees(t, ro, got[0])
+				treecmp.Compare(t, ro, got[0])
 			}
 		})
 	}
@@ -310,7 +311,7 @@ func assertEmpty(t testing.TB, dir string) {
 // makes, so that the round-trip tests can fail.
 func TestDiffTreesDetects(t *testing.T) {
 	s := newScene(t)
-	diffs := strings.Join(diffTrees(t, s.s1, s.s2), "\n")
+	diffs := strings.Join(treecmp.Diff(t, s.s1, s.s2), "\n")
 	for _, want := range []string{
 		"missing sock", "extra many/aa", "extra d2moved", "fifo:", "null:", "link:",
 		"small:", "comp:", "sparse:", "big:", "extra d3", "empty:",
@@ -319,7 +320,7 @@ func TestDiffTreesDetects(t *testing.T) {
 			t.Errorf("difference %q not found in:\n%s", want, diffs)
 		}
 	}
-	if d := diffTrees(t, s.s1, s.s1); len(d) != 0 {
+	if d := treecmp.Diff(t, s.s1, s.s1); len(d) != 0 {
 		t.Errorf("a tree differs from itself: %v", d)
 	}
 }
@@ -355,7 +356,7 @@ func TestCloneSourcesAcrossSubvolumes(t *testing.T) {
 	assertEmpty(t, recv)
 	apply(t, libStream, recv, Options{})
 	apply(t, appStream, recv, Options{})
-	compareTrees(t, appRO, filepath.Join(recv, "app-ro"))
+	treecmp.Compare(t, appRO, filepath.Join(recv, "app-ro"))
 	if _, err := os.Stat(filepath.Join(recv, "app-ro", "shared")); err != nil {
 		t.Error(err)
 	}
@@ -373,8 +374,8 @@ func TestSeveralSubvolumesInOneStream(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("received %v", got)
 	}
-	compareTrees(t, s.s1, filepath.Join(s.recv, "s1"))
-	compareTrees(t, s.s2, filepath.Join(s.recv, "s2"))
+	treecmp.Compare(t, s.s1, filepath.Join(s.recv, "s1"))
+	treecmp.Compare(t, s.s2, filepath.Join(s.recv, "s2"))
 	checkReceived(t, filepath.Join(s.recv, "s2"), s.s2)
 
 	other := filepath.Join(s.fs.Path, "other")

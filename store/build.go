@@ -157,7 +157,7 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 				filepath.Join(s.root, resultTmpDir), resultTmpDir, work)
 		}
 	}
-	if err := s.publish(tmp, tmpFd, id, &w); err != nil {
+	if err := s.publish(tmp, tmpFd, id, base, &w); err != nil {
 		return fmt.Errorf("btrstore: build %s: %w", id, err)
 	}
 	return nil
@@ -233,7 +233,7 @@ func explainSnapshotEPERM(err error, srcFd int, display string) error {
 // result and publishes it (see repair). An fsync of result/ would cost a
 // full commit here, because btrfs cannot log a directory renamed from
 // another parent: 30% of a build cycle.
-func (s *Store) publish(tmp string, tmpFd int, id string, w *workVol) error {
+func (s *Store) publish(tmp string, tmpFd int, id, base string, w *workVol) error {
 	workFd, err := w.openVerified(tmpFd, workName, "the work directory")
 	if err != nil {
 		return err
@@ -259,6 +259,10 @@ func (s *Store) publish(tmp string, tmpFd int, id string, w *workVol) error {
 	stageFd, err := mkdirOpen(outFd, id)
 	if err != nil {
 		return explainEPERM(err, outFd, "the build directory")
+	}
+	if err := setBase(stageFd, base); err != nil { // for Export (export.go)
+		unix.Close(stageFd)
+		return err
 	}
 	err = ioctl.SnapshotAt(workFd, stageFd, snapshotName, ioctl.SnapshotReadOnly)
 	unix.Close(stageFd)

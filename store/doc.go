@@ -12,10 +12,13 @@
 //	.btrstore              the marker: "btrstore store, format 1"
 //	.btrstore.lock         the lock (flock) of the Store that has it open
 //	result/<id>/snapshot   a result: a read-only subvolume in a plain directory
+//	                       (whose xattr user.btrstore.base names its base)
 //	result/<id>/snapshot/log  its build log, if the build function wrote one
 //	result-tmp/b<n>/work   a build in progress: its writable subvolume
 //	result-tmp/b<n>/out/<id>/snapshot  its result, frozen, about to be published
 //	result-tmp/d<n>        a result being deleted
+//	result-tmp/i<n>/out/<id>/snapshot  a result being imported (Import)
+//	result-tmp/i<n>/chain/c<n>/snapshot  a parent received only as a base
 //	state/                 left to the caller (its database)
 //	cache/c-<escaped name> a cache: a read-only subvolume
 //	cache/t-<n>            a cache version being created or swapped out
@@ -84,6 +87,12 @@
 // included. Each build snapshots into directories of its own, so that
 // concurrent builds share transaction commits instead of queueing on one
 // directory's lock.
+//
+// Import receives a result exported by another store (Export) into
+// result-tmp/i<n>/out/<id>, checks it, and renames that directory to
+// result/<id>, as Build publishes. Open never publishes what an import
+// left (unlike a build's staged result, it may not be checked yet): it
+// goes with the rest of result-tmp.
 //
 // Delete renames result/<id> into result-tmp (it disappears atomically) and
 // then deletes it; the kernel frees the space in the background, and

@@ -1,4 +1,9 @@
-package receive
+// Package treecmp compares two directory trees as a receive must
+// reproduce them: type, mode, owner, size, content hash, data/hole map,
+// symlink target, device number, xattrs, mtime and hard links. For tests
+// (it fails the test it is given); a copy of receive's tree_test.go, which
+// can move onto it.
+package treecmp
 
 import (
 	"crypto/sha256"
@@ -16,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// entry is what compareTrees compares of one path.
+// entry is what Compare compares of one path.
 type entry struct {
 	Type   string
 	Mode   uint32
@@ -51,7 +56,7 @@ func snapshotTree(t testing.TB, root string) map[string]entry {
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
 			e.Type, e.Size = "file", st.Size
-			e.Hash, e.Holes = fileHash(t, p, st.Size)
+			e.Hash, e.Holes = FileHash(t, p, st.Size)
 			inodes[st.Ino] = append(inodes[st.Ino], rel)
 		case unix.S_IFDIR:
 			e.Type = "dir"
@@ -69,7 +74,7 @@ func snapshotTree(t testing.TB, root string) map[string]entry {
 			}
 		}
 		if e.Type != "symlink" {
-			e.Xattrs = xattrs(t, p)
+			e.Xattrs = Xattrs(t, p)
 		}
 		tree[rel] = e
 		return nil
@@ -90,7 +95,9 @@ func snapshotTree(t testing.TB, root string) map[string]entry {
 	return tree
 }
 
-func fileHash(t testing.TB, p string, size int64) (hash, holes string) {
+// FileHash returns the sha256 of the first size bytes of p and its data
+// regions in 4 KiB blocks ("0-1,3-4"), found with SEEK_DATA/SEEK_HOLE.
+func FileHash(t testing.TB, p string, size int64) (hash, holes string) {
 	f, err := os.Open(p)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +125,9 @@ func fileHash(t testing.TB, p string, size int64) (hash, holes string) {
 	return hex.EncodeToString(h.Sum(nil)), strings.Join(regions, ",")
 }
 
-func xattrs(t testing.TB, p string) string {
+// Xattrs lists p's extended attributes (not following a symlink) as
+// sorted name=value pairs joined by ";".
+func Xattrs(t testing.TB, p string) string {
 	buf := make([]byte, 64<<10)
 	n, err := unix.Llistxattr(p, buf)
 	if err != nil {
@@ -140,17 +149,17 @@ func xattrs(t testing.TB, p string) string {
 	return strings.Join(out, ";")
 }
 
-// compareTrees fails the test with every difference between two trees.
-func compareTrees(t testing.TB, want, got string) {
+// Compare fails the test with every difference between two trees.
+func Compare(t testing.TB, want, got string) {
 	t.Helper()
-	diffs := diffTrees(t, want, got)
+	diffs := Diff(t, want, got)
 	if len(diffs) > 0 {
 		t.Errorf("%s vs %s: %d differences:\n%s", want, got, len(diffs), strings.Join(diffs[:min(len(diffs), 20)], "\n"))
 	}
 }
 
-// diffTrees lists the differences between two trees.
-func diffTrees(t testing.TB, want, got string) []string {
+// Diff lists the differences between two trees.
+func Diff(t testing.TB, want, got string) []string {
 	t.Helper()
 	w, g := snapshotTree(t, want), snapshotTree(t, got)
 	var diffs []string

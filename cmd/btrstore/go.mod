@@ -1,0 +1,40 @@
+module github.com/btrstore/btrstore/cmd/btrstore
+
+go 1.26.0
+
+require (
+	github.com/btrstore/btrstore v0.0.0
+	github.com/btrstore/btrstore/receive/zstd v0.0.0-00010101000000-000000000000
+	github.com/btrstore/btrstore/remote/s3 v0.0.0
+	github.com/go-logr/logr v1.4.4
+)
+
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/dustin/go-humanize v1.0.1 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
+	github.com/klauspost/cpuid/v2 v2.4.0 // indirect
+	github.com/klauspost/crc32 v1.3.0 // indirect
+	github.com/minio/crc64nvme v1.1.1 // indirect
+	github.com/minio/md5-simd v1.1.2 // indirect
+	github.com/minio/minio-go/v7 v7.4.1 // indirect
+	github.com/philhofer/fwd v1.2.0 // indirect
+	github.com/rs/xid v1.6.0 // indirect
+	github.com/tinylib/msgp v1.6.4 // indirect
+	github.com/zeebo/xxh3 v1.1.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/crypto v0.57.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	gopkg.in/ini.v1 v1.67.3 // indirect
+)
+
+// Development against the enclosing checkout; a release of this module
+// (tag cmd/btrstore/vX.Y.Z) requires tagged versions instead.
+replace (
+	github.com/btrstore/btrstore => ../..
+	github.com/btrstore/btrstore/receive/zstd => ../../receive/zstd
+	github.com/btrstore/btrstore/remote/s3 => ../../remote/s3
+)
