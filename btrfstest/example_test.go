@@ -47,7 +47,7 @@ func TestExampleNew(t *testing.T) {
 	if err := unix.Statfs(fsys.Path, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Type != unix.BTRFS_SUPER_MAGIC {
+	if uint32(st.Type) != unix.BTRFS_SUPER_MAGIC { // Type is int32 on 32-bit architectures
 		t.Fatalf("%s: filesystem type %#x, want btrfs", fsys.Path, st.Type)
 	}
 	// Path is the top-level subvolume, whose root directory is inode 256.
