@@ -327,20 +327,28 @@ func TestLockTimeout(t *testing.T) {
 	}
 }
 
+// holderAndTwoWaiters locks "x" in tbl as h, then queues a waiter a whose
+// Lock cancelA cancels, then a waiter b, and returns once both wait.
+func holderAndTwoWaiters(t *testing.T, tbl *Table) (h *Held, a <-chan lockResult, cancelA context.CancelFunc, b <-chan lockResult) {
+	t.Helper()
+	h, err := tbl.Lock(t.Context(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxA, cancelA := context.WithCancel(t.Context())
+	a = lockAsync(tbl, ctxA, "x")
+	waitForWaiters(t, tbl, "x", 1)
+	b = lockAsync(tbl, t.Context(), "x")
+	waitForWaiters(t, tbl, "x", 2)
+	return h, a, cancelA, b
+}
+
 // The classic bug: the waiter next in line gives up, and the handoff meant
 // for it is lost, so the waiter behind it never gets the lock.
 func TestCancelledWaiterFirstInLine(t *testing.T) {
 	var tbl Table
 	for i := range 200 {
-		h, err := tbl.Lock(t.Context(), "x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctxA, cancelA := context.WithCancel(t.Context())
-		a := lockAsync(&tbl, ctxA, "x")
-		waitForWaiters(t, &tbl, "x", 1)
-		b := lockAsync(&tbl, t.Context(), "x")
-		waitForWaiters(t, &tbl, "x", 2)
+		h, a, cancelA, b := holderAndTwoWaiters(t, &tbl)
 
 		cancelA()
 		if r := recv(t, a, "cancelled first waiter"); !errors.Is(r.err, context.Canceled) || r.h != nil {
@@ -362,15 +370,7 @@ func TestHandoffToCancelledWaiter(t *testing.T) {
 	var tbl Table
 	passedOn := 0
 	for i := range 200 {
-		h, err := tbl.Lock(t.Context(), "x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctxA, cancelA := context.WithCancel(t.Context())
-		a := lockAsync(&tbl, ctxA, "x")
-		waitForWaiters(t, &tbl, "x", 1)
-		b := lockAsync(&tbl, t.Context(), "x")
-		waitForWaiters(t, &tbl, "x", 2)
+		h, a, cancelA, b := holderAndTwoWaiters(t, &tbl)
 
 		tbl.mu.Lock() // what Unlock does, with the cancellation inside it
 		cancelA()
@@ -402,15 +402,7 @@ func TestHandoffToCancelledWaiter(t *testing.T) {
 func TestCancelRacesUnlock(t *testing.T) {
 	var tbl Table
 	for i := range 1000 {
-		h, err := tbl.Lock(t.Context(), "x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctxA, cancelA := context.WithCancel(t.Context())
-		a := lockAsync(&tbl, ctxA, "x")
-		waitForWaiters(t, &tbl, "x", 1)
-		b := lockAsync(&tbl, t.Context(), "x")
-		waitForWaiters(t, &tbl, "x", 2)
+		h, a, cancelA, b := holderAndTwoWaiters(t, &tbl)
 
 		go cancelA()
 		h.Unlock()

@@ -70,33 +70,11 @@ func newBenchFS(b *testing.B) (root string, rootFd int) {
 	return fsys.Path, mustOpenDir(b, fsys.Path)
 }
 
-// benchNames returns n subvolume names, prefix followed by the index, made
-// before the timer starts so that no implementation pays for formatting.
-func benchNames(prefix string, n int) []string {
-	names := make([]string, n)
-	for i := range names {
-		names[i] = prefix + strconv.Itoa(i)
-	}
-	return names
-}
-
-// benchPaths is benchNames joined to dir.
-func benchPaths(dir, prefix string, n int) []string {
-	paths := benchNames(prefix, n)
-	for i, name := range paths {
-		paths[i] = filepath.Join(dir, name)
-	}
-	return paths
-}
-
 // benchFill writes benchFileCount small files into dir.
 func benchFill(b *testing.B, dir string) {
 	b.Helper()
-	content := []byte(strings.Repeat("x", benchFileSize))
-	for i := range benchFileCount {
-		if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i)), content, 0o644); err != nil {
-			b.Fatal(err)
-		}
+	if err := btrfstest.Fill(dir, benchFileCount, benchFileSize); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -174,181 +152,160 @@ func ioctlBare(b *testing.B, fd int, req uintptr, arg unsafe.Pointer) {
 	}
 }
 
-func BenchmarkCreate(b *testing.B) {
+// benchEnv is a filesystem made ready for b.N operations of one
+// benchmark: dir is where the operations put or find their subvolumes
+// (dirFd an fd on it), src the snapshot source (srcFd an fd on it), if the
+// operation has one.
+type benchEnv struct {
+	dir   string
+	dirFd int
+	src   string
+	srcFd int
+}
+
+// benchOp is one operation as each implementation issues it on the
+// subvolume named name in env.dir (path is that joined to env.dir), the
+// rows of a table that runBenchOp turns into the sub-benchmarks.
+type benchOp struct {
+	setup func(b *testing.B) benchEnv                   // untimed
+	at    func(env benchEnv, name string) error         // impl=btrstore
+	path  func(env benchEnv, path string) error         // impl=btrstore-path
+	bare  func(b *testing.B, env benchEnv) func(string) // impl=syscall: prefills its struct
+	cli   func(env benchEnv, path string) []string      // impl=cli, impl=cli-sudo: the arguments
+}
+
+// benchLoop times op(0) to op(b.N-1), one after another.
+func benchLoop(b *testing.B, op func(i int)) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		op(i)
+	}
+}
+
+// runBenchOp runs op's sub-benchmarks impl=btrstore, impl=btrstore-path,
+// impl=syscall, impl=cli and impl=cli-sudo, each on its own filesystem.
+func runBenchOp(b *testing.B, op benchOp) {
 	b.Run("impl=btrstore", func(b *testing.B) {
-		_, rootFd := newBenchFS(b)
-		names := benchNames("s", b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if err := CreateSubvolumeAt(rootFd, names[i]); err != nil {
+		env := op.setup(b)
+		names := btrfstest.Names("s", b.N)
+		benchLoop(b, func(i int) {
+			if err := op.at(env, names[i]); err != nil {
 				b.Fatal(err)
 			}
-		}
+		})
 	})
 	b.Run("impl=btrstore-path", func(b *testing.B) {
-		root, _ := newBenchFS(b)
-		paths := benchPaths(root, "s", b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if err := CreateSubvolume(paths[i]); err != nil {
+		env := op.setup(b)
+		paths := btrfstest.Paths(env.dir, "s", b.N)
+		benchLoop(b, func(i int) {
+			if err := op.path(env, paths[i]); err != nil {
 				b.Fatal(err)
 			}
-		}
+		})
 	})
 	b.Run("impl=syscall", func(b *testing.B) {
-		_, rootFd := newBenchFS(b)
-		names := benchNames("s", b.N)
-		var args VolArgsV2
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			args.Name[copy(args.Name[:], names[i])] = 0
-			ioctlBare(b, rootFd, BTRFS_IOC_SUBVOL_CREATE_V2, unsafe.Pointer(&args))
-		}
+		env := op.setup(b)
+		names := btrfstest.Names("s", b.N)
+		bare := op.bare(b, env)
+		benchLoop(b, func(i int) { bare(names[i]) })
 	})
 	for _, cli := range benchCLIs {
 		b.Run("impl="+cli.impl, func(b *testing.B) {
-			btrfs := btrfsCommand(b, cli.sudo)
-			root, _ := newBenchFS(b)
-			paths := benchPaths(root, "s", b.N)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				btrfs("subvolume", "create", paths[i])
-			}
+			btrfs := btrfsCommand(b, cli.sudo) // skips before making a filesystem
+			env := op.setup(b)
+			paths := btrfstest.Paths(env.dir, "s", b.N)
+			benchLoop(b, func(i int) { btrfs(op.cli(env, paths[i])...) })
 		})
 	}
+}
+
+// setupRoot is a fresh filesystem: the operations work in its top level.
+func setupRoot(b *testing.B) benchEnv {
+	root, rootFd := newBenchFS(b)
+	return benchEnv{dir: root, dirFd: rootFd}
+}
+
+func BenchmarkCreate(b *testing.B) {
+	runBenchOp(b, benchOp{
+		setup: setupRoot,
+		at:    func(env benchEnv, name string) error { return CreateSubvolumeAt(env.dirFd, name) },
+		path:  func(_ benchEnv, path string) error { return CreateSubvolume(path) },
+		bare: func(b *testing.B, env benchEnv) func(string) {
+			var args VolArgsV2
+			return func(name string) {
+				args.Name[copy(args.Name[:], name)] = 0
+				ioctlBare(b, env.dirFd, BTRFS_IOC_SUBVOL_CREATE_V2, unsafe.Pointer(&args))
+			}
+		},
+		cli: func(_ benchEnv, path string) []string { return []string{"subvolume", "create", path} },
+	})
 }
 
 // BenchmarkSnapshotReadOnly snapshots one source holding benchFileCount
 // files into one directory. Every snapshot commits a transaction with that
 // directory locked, so they serialize: that is the cost being measured.
 func BenchmarkSnapshotReadOnly(b *testing.B) {
-	// setup returns the source and the destination directory, committed.
-	setup := func(b *testing.B) (src, dstDir string) {
-		root, rootFd := newBenchFS(b)
-		src, dstDir = filepath.Join(root, "src"), filepath.Join(root, "snaps")
-		if err := CreateSubvolumeAt(rootFd, "src"); err != nil {
-			b.Fatal(err)
-		}
-		benchFill(b, src)
-		if err := os.Mkdir(dstDir, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		benchCommit(b, rootFd)
-		return src, dstDir
-	}
-	b.Run("impl=btrstore", func(b *testing.B) {
-		src, dstDir := setup(b)
-		srcFd, dstFd := mustOpenDir(b, src), mustOpenDir(b, dstDir)
-		names := benchNames("s", b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if err := SnapshotAt(srcFd, dstFd, names[i], SnapshotReadOnly); err != nil {
+	runBenchOp(b, benchOp{
+		// setup makes the source and the destination directory, committed.
+		setup: func(b *testing.B) benchEnv {
+			root, rootFd := newBenchFS(b)
+			src, dstDir := filepath.Join(root, "src"), filepath.Join(root, "snaps")
+			if err := CreateSubvolumeAt(rootFd, "src"); err != nil {
 				b.Fatal(err)
 			}
-		}
-	})
-	b.Run("impl=btrstore-path", func(b *testing.B) {
-		src, dstDir := setup(b)
-		paths := benchPaths(dstDir, "s", b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if err := Snapshot(src, paths[i], SnapshotReadOnly); err != nil {
+			benchFill(b, src)
+			if err := os.Mkdir(dstDir, 0o755); err != nil {
 				b.Fatal(err)
 			}
-		}
-	})
-	b.Run("impl=syscall", func(b *testing.B) {
-		src, dstDir := setup(b)
-		srcFd, dstFd := mustOpenDir(b, src), mustOpenDir(b, dstDir)
-		names := benchNames("s", b.N)
-		args := VolArgsV2{Fd: int64(srcFd), Flags: BTRFS_SUBVOL_RDONLY}
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			args.Name[copy(args.Name[:], names[i])] = 0
-			ioctlBare(b, dstFd, BTRFS_IOC_SNAP_CREATE_V2, unsafe.Pointer(&args))
-		}
-	})
-	for _, cli := range benchCLIs {
-		b.Run("impl="+cli.impl, func(b *testing.B) {
-			btrfs := btrfsCommand(b, cli.sudo)
-			src, dstDir := setup(b)
-			paths := benchPaths(dstDir, "s", b.N)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				btrfs("subvolume", "snapshot", "-r", src, paths[i])
+			benchCommit(b, rootFd)
+			return benchEnv{dir: dstDir, dirFd: mustOpenDir(b, dstDir), src: src, srcFd: mustOpenDir(b, src)}
+		},
+		at: func(env benchEnv, name string) error {
+			return SnapshotAt(env.srcFd, env.dirFd, name, SnapshotReadOnly)
+		},
+		path: func(env benchEnv, path string) error { return Snapshot(env.src, path, SnapshotReadOnly) },
+		bare: func(b *testing.B, env benchEnv) func(string) {
+			args := VolArgsV2{Fd: int64(env.srcFd), Flags: BTRFS_SUBVOL_RDONLY}
+			return func(name string) {
+				args.Name[copy(args.Name[:], name)] = 0
+				ioctlBare(b, env.dirFd, BTRFS_IOC_SNAP_CREATE_V2, unsafe.Pointer(&args))
 			}
-		})
-	}
+		},
+		cli: func(env benchEnv, path string) []string {
+			return []string{"subvolume", "snapshot", "-r", env.src, path}
+		},
+	})
 }
 
-// setupDelete creates b.N empty subvolumes named by benchNames("s", b.N) on
+// setupDelete creates b.N empty subvolumes named by btrfstest.Names("s", b.N) on
 // a fresh filesystem and commits them.
-func setupDelete(b *testing.B) (root string, rootFd int) {
+func setupDelete(b *testing.B) benchEnv {
 	b.Helper()
-	root, rootFd = newBenchFS(b)
-	for _, name := range benchNames("s", b.N) {
+	root, rootFd := newBenchFS(b)
+	for _, name := range btrfstest.Names("s", b.N) {
 		if err := CreateSubvolumeAt(rootFd, name); err != nil {
 			b.Fatal(err)
 		}
 	}
 	benchCommit(b, rootFd)
-	return root, rootFd
+	return benchEnv{dir: root, dirFd: rootFd}
 }
 
 func BenchmarkDelete(b *testing.B) {
-	b.Run("impl=btrstore", func(b *testing.B) {
-		_, rootFd := setupDelete(b)
-		names := benchNames("s", b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if err := DeleteSubvolumeAt(rootFd, names[i], 0); err != nil {
-				b.Fatal(err)
+	runBenchOp(b, benchOp{
+		setup: setupDelete,
+		at:    func(env benchEnv, name string) error { return DeleteSubvolumeAt(env.dirFd, name, 0) },
+		path:  func(_ benchEnv, path string) error { return DeleteSubvolume(path, 0) },
+		bare: func(b *testing.B, env benchEnv) func(string) {
+			var args VolArgs
+			return func(name string) {
+				args.Name[copy(args.Name[:], name)] = 0
+				ioctlBare(b, env.dirFd, BTRFS_IOC_SNAP_DESTROY, unsafe.Pointer(&args))
 			}
-		}
+		},
+		cli: func(_ benchEnv, path string) []string { return []string{"subvolume", "delete", path} },
 	})
-	b.Run("impl=btrstore-path", func(b *testing.B) {
-		root, _ := setupDelete(b)
-		paths := benchPaths(root, "s", b.N)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if err := DeleteSubvolume(paths[i], 0); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("impl=syscall", func(b *testing.B) {
-		_, rootFd := setupDelete(b)
-		names := benchNames("s", b.N)
-		var args VolArgs
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			args.Name[copy(args.Name[:], names[i])] = 0
-			ioctlBare(b, rootFd, BTRFS_IOC_SNAP_DESTROY, unsafe.Pointer(&args))
-		}
-	})
-	for _, cli := range benchCLIs {
-		b.Run("impl="+cli.impl, func(b *testing.B) {
-			btrfs := btrfsCommand(b, cli.sudo)
-			root, _ := setupDelete(b)
-			paths := benchPaths(root, "s", b.N)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				btrfs("subvolume", "delete", paths[i])
-			}
-		})
-	}
 }
 
 // BenchmarkDeleteWait deletes a subvolume holding benchFileCount files and
@@ -357,7 +314,7 @@ func BenchmarkDeleteWait(b *testing.B) {
 	// setup returns the subvolumes' paths and ids, committed.
 	setup := func(b *testing.B) (root string, rootFd int, paths []string, ids []uint64) {
 		root, rootFd = newBenchFS(b)
-		paths = benchPaths(root, "s", b.N)
+		paths = btrfstest.Paths(root, "s", b.N)
 		for _, p := range paths {
 			if err := CreateSubvolume(p); err != nil {
 				b.Fatal(err)
@@ -370,18 +327,16 @@ func BenchmarkDeleteWait(b *testing.B) {
 	}
 	b.Run("impl=btrstore", func(b *testing.B) {
 		root, rootFd, _, ids := setup(b)
-		names := benchNames("s", b.N)
+		names := btrfstest.Names("s", b.N)
 		ctx := b.Context()
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
+		benchLoop(b, func(i int) {
 			if err := DeleteSubvolumeAt(rootFd, names[i], 0); err != nil {
 				b.Fatal(err)
 			}
 			if err := WaitDeleted(ctx, root, ids[i]); err != nil {
 				b.Fatal(err)
 			}
-		}
+		})
 	})
 	b.Run("impl=cli", func(b *testing.B) {
 		if os.Getenv(cliSyncEnv) != "1" {
@@ -389,12 +344,10 @@ func BenchmarkDeleteWait(b *testing.B) {
 		}
 		bin := btrfsBinary(b)
 		root, _, paths, ids := setup(b)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
+		benchLoop(b, func(i int) {
 			runBtrfs(b, bin, "subvolume", "delete", paths[i])
 			runBtrfs(b, bin, "subvolume", "sync", root, strconv.FormatUint(ids[i], 10))
-		}
+		})
 	})
 }
 
@@ -411,8 +364,8 @@ func TestWrapperAllocs(t *testing.T) {
 	mustCreate(t, fsys.Path, "src")
 	srcFd := mustOpenDir(t, src)
 	const runs = 50
-	names := benchNames("a", runs+1) // AllocsPerRun calls once more to warm up
-	paths := benchPaths(fsys.Path, "a", runs+1)
+	names := btrfstest.Names("a", runs+1) // AllocsPerRun calls once more to warm up
+	paths := btrfstest.Paths(fsys.Path, "a", runs+1)
 	for _, tc := range []struct {
 		op   string
 		max  float64 // string conversions for system calls

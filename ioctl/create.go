@@ -1,6 +1,8 @@
 package ioctl
 
 import (
+	"runtime"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -15,22 +17,30 @@ import (
 // Errors are *fs.PathError with Op "BTRFS_IOC_SUBVOL_CREATE_V2" wrapping the
 // errno (EEXIST: errors.Is(err, fs.ErrExist)), or ErrNotBtrfs.
 func CreateSubvolume(path string) error {
+	return createPath(path, nil)
+}
+
+// CreateSubvolumeAt is CreateSubvolume for the entry name in the directory
+// open as parentFd. name must be a single path element.
+func CreateSubvolumeAt(parentFd int, name string) error {
+	return createAt(parentFd, name, name, nil)
+}
+
+// createPath is the path forms, CreateSubvolume and CreateSubvolumeWith:
+// createAt in path's parent directory.
+func createPath(path string, inherit *QgroupInherit) error {
 	dir, name := splitPath(path)
 	fd, err := openDir(unix.AT_FDCWD, dir)
 	if err != nil {
 		return pathErr("open", dir, err)
 	}
 	defer unix.Close(fd)
-	return createAt(fd, name, path)
+	return createAt(fd, name, path, inherit)
 }
 
-// CreateSubvolumeAt is CreateSubvolume for the entry name in the directory
-// open as parentFd. name must be a single path element.
-func CreateSubvolumeAt(parentFd int, name string) error {
-	return createAt(parentFd, name, name)
-}
-
-func createAt(parentFd int, name, path string) error {
+// createAt creates the subvolume name in parentFd, in the qgroups inherit
+// names if it is not nil; path is name as errors show it.
+func createAt(parentFd int, name, path string, inherit *QgroupInherit) error {
 	const op = "BTRFS_IOC_SUBVOL_CREATE_V2"
 	if err := CheckBtrfs(parentFd); err != nil {
 		return pathErr(op, path, err)
@@ -39,7 +49,14 @@ func createAt(parentFd int, name, path string) error {
 	if err := setName(args.Name[:], name); err != nil {
 		return pathErr(op, path, err)
 	}
-	if err := SubvolCreateV2(parentFd, &args); err != nil {
+	var buf []uint64
+	if inherit != nil {
+		buf = inherit.raw()
+		setQgroupInherit(&args, buf)
+	}
+	err := SubvolCreateV2(parentFd, &args)
+	runtime.KeepAlive(buf)
+	if err != nil {
 		return pathErr(op, path, err)
 	}
 	return verifyCreated(parentFd, name, path, op)

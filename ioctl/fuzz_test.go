@@ -128,7 +128,7 @@ func sampleRootItem() diskRootItem {
 	}
 }
 
-// sampleSearchBuffer is a TREE_SEARCH result as pathFromTop and rootItem
+// sampleSearchBuffer is a TREE_SEARCH result as pathByID and rootItem
 // see it: a backref and a root item, then zeros, where the kernel's buffer
 // has 4 KiB of them. Here only 40: room for one empty item and a cut-off
 // header. (The fuzzer's minimizer is quadratic in the input's length: a

@@ -1,9 +1,9 @@
 package ioctl
 
 import (
-	"encoding/hex"
 	"time"
 
+	"github.com/btrstore/btrstore/internal/uuidhex"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,17 +19,7 @@ func (u UUID) String() string {
 	if u.IsZero() {
 		return "-"
 	}
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+	return uuidhex.Format(u)
 }
 
 // SubvolInfo describes a subvolume, from GET_SUBVOL_INFO or from its root
@@ -124,7 +114,7 @@ func SubvolumeInfo(path string) (SubvolInfo, error) {
 	if err != nil {
 		return info, pathErr("BTRFS_IOC_GET_SUBVOL_INFO", path, err)
 	}
-	if p, err := pathFromTop(fd, info.ID); err == nil {
+	if p, err := pathByID(fd, info.ID); err == nil {
 		info.Path = p
 	}
 	return info, nil

@@ -356,13 +356,5 @@ func (w *walker) openChild(fd int, rel string, id uint64) (info SubvolInfo, cfd 
 // SubvolumesAt is Subvolumes for the subvolume name in the directory open
 // as dirFd (name "." for dirFd itself), with Path relative to it.
 func SubvolumesAt(dirFd int, name string) iter.Seq2[SubvolInfo, error] {
-	return func(yield func(SubvolInfo, error) bool) {
-		fd, err := openDir(dirFd, name)
-		if err != nil {
-			yield(SubvolInfo{}, pathErr("open", name, err))
-			return
-		}
-		defer unix.Close(fd)
-		walk(fd, name, listAuto, ListOptions{}, yield)
-	}
+	return SubvolumesAtWith(dirFd, name, ListOptions{})
 }

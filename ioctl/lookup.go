@@ -100,12 +100,7 @@ func subvolumePathFd(fd int, id uint64, display string) (string, error) {
 // the top level, a deleted subvolume, or no subvolume (CAP_SYS_ADMIN).
 func rootBackref(fd int, id uint64) (parent uint64, ref rootRef, err error) {
 	found, ok := false, false
-	err = searchAll(fd, nil, SearchKey{
-		Tree_id:      BTRFS_ROOT_TREE_OBJECTID,
-		Min_objectid: id, Max_objectid: id,
-		Min_type: BTRFS_ROOT_BACKREF_KEY, Max_type: BTRFS_ROOT_BACKREF_KEY,
-		Max_offset: math.MaxUint64, Max_transid: math.MaxUint64,
-	}, func(h *SearchHeader, data []byte) bool {
+	err = searchAll(fd, nil, rootTreeKey(id, BTRFS_ROOT_BACKREF_KEY), func(h *SearchHeader, data []byte) bool {
 		found = true
 		parent = h.Offset
 		ref, ok = parseRootRef(data)

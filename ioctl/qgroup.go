@@ -2,10 +2,7 @@ package ioctl
 
 import (
 	"fmt"
-	"runtime"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // QgroupInherit says which qgroups a new subvolume or snapshot joins
@@ -67,41 +64,13 @@ type CreateOptions struct {
 // disabled the kernel ignores QgroupInherit. Concurrency: as
 // CreateSubvolume.
 func CreateSubvolumeWith(path string, opts CreateOptions) error {
-	dir, name := splitPath(path)
-	fd, err := openDir(unix.AT_FDCWD, dir)
-	if err != nil {
-		return pathErr("open", dir, err)
-	}
-	defer unix.Close(fd)
-	return createWith(fd, name, path, opts)
+	return createPath(path, opts.QgroupInherit)
 }
 
 // CreateSubvolumeAtWith is CreateSubvolumeWith for the entry name in the
 // directory open as parentFd. name must be a single path element.
 func CreateSubvolumeAtWith(parentFd int, name string, opts CreateOptions) error {
-	return createWith(parentFd, name, name, opts)
-}
-
-func createWith(parentFd int, name, path string, opts CreateOptions) error {
-	if opts.QgroupInherit == nil {
-		return createAt(parentFd, name, path)
-	}
-	const op = "BTRFS_IOC_SUBVOL_CREATE_V2"
-	if err := CheckBtrfs(parentFd); err != nil {
-		return pathErr(op, path, err)
-	}
-	var args VolArgsV2
-	if err := setName(args.Name[:], name); err != nil {
-		return pathErr(op, path, err)
-	}
-	inherit := opts.QgroupInherit.raw()
-	setQgroupInherit(&args, inherit)
-	err := SubvolCreateV2(parentFd, &args)
-	runtime.KeepAlive(inherit)
-	if err != nil {
-		return pathErr(op, path, err)
-	}
-	return verifyCreated(parentFd, name, path, op)
+	return createAt(parentFd, name, name, opts.QgroupInherit)
 }
 
 // String formats a qgroup id as `btrfs qgroup show` does: "level/id".

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
-	"path"
 )
 
 // errBadSearchResult: the kernel's tree search buffer did not parse; it
@@ -169,38 +168,4 @@ func inoLookupPath(fd int, treeid, dirid uint64) (string, error) {
 		return "", err
 	}
 	return cstring(args.Name[:]), nil
-}
-
-// pathFromTop resolves subvolume id's path from the filesystem's top level
-// by following ROOT_BACKREF items upwards, as libbtrfsutil does
-// (CAP_SYS_ADMIN).
-func pathFromTop(fd int, id uint64) (string, error) {
-	var elems []string
-	for id != BTRFS_FS_TREE_OBJECTID {
-		var parent uint64
-		var ref rootRef
-		ok := false
-		err := searchAll(fd, nil, rootTreeKey(id, BTRFS_ROOT_BACKREF_KEY), func(h *SearchHeader, data []byte) bool {
-			parent = h.Offset
-			ref, ok = parseRootRef(data)
-			return false
-		})
-		if err != nil {
-			return "", err
-		}
-		if !ok {
-			return "", errBadSearchResult
-		}
-		dir, err := inoLookupPath(fd, parent, ref.dirid)
-		if err != nil {
-			return "", err
-		}
-		elems = append(elems, path.Join(dir, ref.name))
-		id = parent
-	}
-	p := ""
-	for i := len(elems) - 1; i >= 0; i-- {
-		p = path.Join(p, elems[i])
-	}
-	return p, nil
 }

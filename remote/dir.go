@@ -89,6 +89,33 @@ func (d *Dir) file(sub, name string) (string, error) {
 	return filepath.Join(d.path, sub, name), nil
 }
 
+// fileCtx is file, then fails if ctx is done: the start of every read or
+// removal.
+func (d *Dir) fileCtx(ctx context.Context, sub, name string) (string, error) {
+	p, err := d.file(sub, name)
+	if err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
+// open opens the file name in sub for reading; op ("get blob") words its
+// error.
+func (d *Dir) open(ctx context.Context, sub, name, op string) (*os.File, error) {
+	p, err := d.fileCtx(ctx, sub, name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("remote: dir %s: %s: %w", d.path, op, err)
+	}
+	return f, nil
+}
+
 // ctxReader fails a Read once ctx is done, so a long copy stops promptly.
 type ctxReader struct {
 	ctx context.Context
@@ -177,16 +204,9 @@ func (d *Dir) PutBlob(ctx context.Context, name string, r io.Reader) (int64, err
 
 // GetBlob implements Remote.
 func (d *Dir) GetBlob(ctx context.Context, name string) (io.ReadCloser, error) {
-	p, err := d.file(blobsDir, name)
+	f, err := d.open(ctx, blobsDir, name, "get blob")
 	if err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, fmt.Errorf("remote: dir %s: get blob: %w", d.path, err)
 	}
 	return ctxReadCloser{ctxReader{ctx, f}, f}, nil
 }
@@ -198,11 +218,8 @@ type ctxReadCloser struct {
 
 // StatBlob implements Remote.
 func (d *Dir) StatBlob(ctx context.Context, name string) (int64, error) {
-	p, err := d.file(blobsDir, name)
+	p, err := d.fileCtx(ctx, blobsDir, name)
 	if err != nil {
-		return 0, err
-	}
-	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	st, err := os.Stat(p)
@@ -257,16 +274,9 @@ func (d *Dir) CreateManifest(ctx context.Context, name string, data []byte) erro
 
 // GetManifest implements Remote.
 func (d *Dir) GetManifest(ctx context.Context, name string) ([]byte, error) {
-	p, err := d.file(manifestsDir, name)
+	f, err := d.open(ctx, manifestsDir, name, "get manifest")
 	if err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, fmt.Errorf("remote: dir %s: get manifest: %w", d.path, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
@@ -290,11 +300,8 @@ func (d *Dir) DeleteManifest(ctx context.Context, name string) error {
 }
 
 func (d *Dir) remove(ctx context.Context, sub, name string) error {
-	p, err := d.file(sub, name)
+	p, err := d.fileCtx(ctx, sub, name)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := os.Remove(p); err != nil {

@@ -13,6 +13,8 @@ import (
 	"io"
 	"io/fs"
 	"time"
+
+	"github.com/btrstore/btrstore/internal/uuidhex"
 )
 
 // ErrUntrusted is matched (errors.Is) by every error Verify returns for a
@@ -34,17 +36,7 @@ type UUID [16]byte
 
 // String returns u in 8-4-4-4-12 lowercase hex form.
 func (u UUID) String() string {
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:36], u[10:16])
-	return string(b[:])
+	return uuidhex.Format(u)
 }
 
 // IsZero reports whether u is all zeros (no UUID).

@@ -1,8 +1,9 @@
 package sendstream
 
 import (
-	"encoding/hex"
 	"time"
+
+	"github.com/btrstore/btrstore/internal/uuidhex"
 )
 
 // UUID is a subvolume UUID as the stream carries it.
@@ -11,17 +12,7 @@ type UUID [16]byte
 // String formats u as 8-4-4-4-12 lowercase hex (always, also when zero, as
 // uuid_unparse does).
 func (u UUID) String() string {
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+	return uuidhex.Format(u)
 }
 
 // Timespec is a time attribute: seconds and nanoseconds since the epoch.

@@ -37,20 +37,28 @@ func captureStdout(t *testing.T, fn func() error) (string, error) {
 	return string(out), err
 }
 
+// newStoreAndSpec opens a store on a fresh filesystem, closed in t's
+// cleanup, and parses specJSON.
+func newStoreAndSpec(t *testing.T, specJSON []byte) (*store.Store, *Spec) {
+	t.Helper()
+	fsys := btrfstest.New(t)
+	spec, err := parseSpec(specJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(context.Background(), fsys.Path, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, spec
+}
+
 // TestDemo runs the embedded default build twice: the first run builds every
 // step, the second finds every result cached. `make demo-vm` runs it in the VM.
 func TestDemo(t *testing.T) {
-	fsys := btrfstest.New(t)
-	spec, err := parseSpec(defaultSpec)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	s, err := store.Open(ctx, fsys.Path, store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, spec := newStoreAndSpec(t, defaultSpec)
 	first, err := captureStdout(t, func() error { return run(ctx, s, spec) })
 	if err != nil {
 		t.Fatal(err)
@@ -98,17 +106,8 @@ func stepChain(spec *Spec) []string {
 }
 
 func TestFailingStepReportsLog(t *testing.T) {
-	fsys := btrfstest.New(t)
-	spec, err := parseSpec([]byte(`{"steps":[{"run":"echo preparing; echo bad thing >&2; exit 3"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	s, err := store.Open(ctx, fsys.Path, store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, spec := newStoreAndSpec(t, []byte(`{"steps":[{"run":"echo preparing; echo bad thing >&2; exit 3"}]}`))
 	out, err := captureStdout(t, func() error { return run(ctx, s, spec) })
 	if err == nil || !strings.Contains(err.Error(), "bad thing") || !strings.Contains(err.Error(), "exit status 3") {
 		t.Errorf("error %v does not carry the step's log and status", err)

@@ -85,9 +85,10 @@ func isHarness(path string) bool {
 	return inHarness && !strings.Contains(path, "/testdata/")
 }
 
-// buildTests builds each package's test binary into dir, in parallel. A
-// package that fails to build keeps its error; the others still run.
-func buildTests(pkgs []TestPkg, dir string) {
+// buildTests builds each package's test binary for goarch into dir, in
+// parallel. A package that fails to build keeps its error; the others still
+// run.
+func buildTests(pkgs []TestPkg, goarch, dir string) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.NumCPU())
 	for i := range pkgs {
@@ -99,7 +100,7 @@ func buildTests(pkgs []TestPkg, dir string) {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			bin := filepath.Join(dir, p.Name())
-			if err := goBuild(bin, p.ImportPath, "test", "-c"); err != nil {
+			if err := goBuild(bin, p.ImportPath, goarch, "test", "-c"); err != nil {
 				p.BuildErr = err
 				return
 			}
@@ -109,20 +110,20 @@ func buildTests(pkgs []TestPkg, dir string) {
 	wg.Wait()
 }
 
-// buildInit builds the guest init.
-func buildInit(dir string) (string, error) {
+// buildInit builds the guest init for goarch.
+func buildInit(goarch, dir string) (string, error) {
 	bin := filepath.Join(dir, "init")
-	return bin, goBuild(bin, initPkg, "build")
+	return bin, goBuild(bin, initPkg, goarch, "build")
 }
 
-// goBuild runs "go <verb...> -o bin pkg" for the guest: linux/amd64 and
+// goBuild runs "go <verb...> -o bin pkg" for the guest: linux/goarch and
 // static, since the initramfs has no C library for a cgo binary's loader.
 // Without VCS stamping: a user other than the checkout's owner would get
 // git's "dubious ownership" refusal, and the guest has no use for it.
-func goBuild(bin, pkg string, verb ...string) error {
+func goBuild(bin, pkg, goarch string, verb ...string) error {
 	args := slices.Concat(verb, []string{"-buildvcs=false", "-o", bin, pkg})
 	cmd := exec.Command("go", args...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}

@@ -2,34 +2,44 @@
 // disk, on a matrix of kernels, for users who are not root, whose kernel lacks
 // btrfs, or who must test a particular kernel:
 //
-//	go run ./test/vm [-kernels 6.1,6.12] [-timeout 20m] [-run REGEX] [-v]
-//	                 [-count N] [-bench REGEX] [-short] [packages] [-- test flags]
+//	go run ./test/vm [-arch amd64,arm64,ppc64le,s390x] [-kernels 6.1,6.12]
+//	                 [-timeout 20m] [-run REGEX] [-v] [-count N] [-bench REGEX]
+//	                 [-short] [packages] [-- test flags]
 //
 // Packages default to ./... (those with test files; the harness's own
-// packages are left out). Each is built with go test -c and CGO_ENABLED=0.
-// For each kernel the harness:
+// packages are left out). For each architecture of -arch (default the
+// host's, amd64) each is built with go test -c, CGO_ENABLED=0 and that
+// GOARCH (arch.go has what differs per architecture), and for each kernel
+// the harness:
 //
-//   - gets a Debian cloud kernel ("6.1" = linux-image-cloud-amd64, "6.12" =
-//     linux-image-6.12-cloud-amd64) with apt-get download and dpkg-deb -x into
-//     the cache ($VMTEST_CACHE, else $XDG_CACHE_HOME/btrstore-vmtest or
+//   - gets a Debian kernel (amd64: "6.1" = linux-image-cloud-amd64, "6.12" =
+//     linux-image-6.12-cloud-amd64, both by default; arm64, ppc64le, s390x:
+//     "6.1" = linux-image-cloud-arm64, linux-image-powerpc64le,
+//     linux-image-s390x) with apt-get download and dpkg-deb -x into the cache
+//     ($VMTEST_CACHE, else $XDG_CACHE_HOME/btrstore-vmtest or
 //     ~/.cache/btrstore-vmtest), or uses $VMTEST_KERNEL (+ $VMTEST_MODULES,
 //     its lib/modules/<release> directory) instead of the matrix;
-//   - resolves virtio_pci, virtio_blk, loop and btrfs and their dependencies
-//     from the modules' modinfo, skipping built-in ones (modules.go);
+//   - resolves the virtio bus and disk modules, loop and btrfs and their
+//     dependencies from the modules' modinfo, skipping built-in ones
+//     (modules.go);
 //   - writes an uncompressed newc initramfs (initramfs.go, cpio.go) with the
 //     guest init (./guestinit) as /init, the test binaries and their testdata,
-//     the modules, and the host's mkfs.btrfs and btrfs with their shared
-//     libraries and loader (tools.go);
-//   - formats a fresh sparse 4 GiB image with mkfs.btrfs (disk.go);
-//   - boots qemu (TCG; VMTEST_ACCEL=kvm for KVM), streaming the serial console
-//     (qemu.go). The guest mounts the disk on /mnt/scratch, sets
-//     TMPDIR=/mnt/scratch, runs every binary, prints a result line per binary
-//     and the exit sentinel, and powers off (internal/plan has the protocol).
+//     the modules, and mkfs.btrfs, btrfs and sh with their shared libraries
+//     and loader (tools.go): the host's for the host's architecture, else
+//     Debian's btrfs-progs and dash for the guest's, fetched with their
+//     dependencies into the cache (tools-<arch>; foreign architectures
+//     need dpkg --add-architecture: make deps-cross);
+//   - creates a fresh sparse 4 GiB disk image (disk.go);
+//   - boots qemu (TCG; VMTEST_ACCEL=kvm for KVM on the host's architecture),
+//     streaming the serial console (qemu.go). The guest formats the disk with
+//     its mkfs.btrfs, mounts it on /mnt/scratch, sets TMPDIR=/mnt/scratch,
+//     runs every binary, prints a result line per binary and the exit
+//     sentinel, and powers off (internal/plan has the protocol).
 //
 // A run without the sentinel (kernel panic, hang until -timeout, init crash)
 // fails and prints the last console lines. The tests get BTRFS_TEST_* from the
 // host's environment and BTRSTORE_VMTEST=<kernel>. Nothing needs root: apt-get
-// download, dpkg-deb -x, mkfs.btrfs on a file and qemu TCG all work without.
+// download, dpkg-deb -x and qemu TCG all work without.
 //
 // The exit status is 0 when every package built and passed on every kernel.
 package main

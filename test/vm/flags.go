@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -12,7 +13,8 @@ import (
 
 // options are the command line.
 type options struct {
-	kernels  []string
+	arches   []Arch
+	kernels  []string // nil: each architecture's DefaultKernels
 	timeout  time.Duration
 	pkgs     []string // patterns for go list
 	testArgs []string // for every test binary
@@ -25,11 +27,15 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		fmt.Fprintln(stderr, "usage: go run ./test/vm [flags] [packages] [-- test binary flags]")
 		fs.PrintDefaults()
 	}
-	defKernels := os.Getenv("VMTEST_KERNELS")
-	if defKernels == "" {
-		defKernels = "6.1,6.12"
+	defArch := os.Getenv("VMTEST_ARCH")
+	if defArch == "" {
+		defArch = "amd64"
+		if _, err := lookupArch(runtime.GOARCH); err == nil {
+			defArch = runtime.GOARCH
+		}
 	}
-	kernels := fs.String("kernels", defKernels, "comma-separated kernels to boot, one VM each (env VMTEST_KERNELS; VMTEST_KERNEL=path overrides)")
+	archList := fs.String("arch", defArch, "comma-separated guest architectures (GOARCH names: amd64, arm64, ppc64le, s390x), the kernels of each booted in turn (env VMTEST_ARCH)")
+	kernels := fs.String("kernels", os.Getenv("VMTEST_KERNELS"), "comma-separated kernels to boot, one VM each (env VMTEST_KERNELS; default 6.1,6.12 on amd64, 6.1 on the others; VMTEST_KERNEL=path overrides)")
 	timeout := fs.Duration("timeout", 20*time.Minute, "time limit for each VM, boot included")
 	runRE := fs.String("run", "", "run only the tests matching this regexp (as go test -run)")
 	verbose := fs.Bool("v", false, "verbose test output")
@@ -57,8 +63,23 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-timeout must be positive")
 	}
 	o.timeout = *timeout
-	o.kernels = strings.Split(*kernels, ",")
+	for _, name := range strings.Split(*archList, ",") {
+		a, err := lookupArch(name)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return o, err
+		}
+		o.arches = append(o.arches, a)
+	}
+	if *kernels != "" {
+		o.kernels = strings.Split(*kernels, ",")
+	}
 	if os.Getenv("VMTEST_KERNEL") != "" {
+		if len(o.arches) != 1 {
+			err := fmt.Errorf("VMTEST_KERNEL is for one -arch, not %s", *archList)
+			fmt.Fprintln(stderr, err)
+			return o, err
+		}
 		o.kernels = []string{"VMTEST_KERNEL"}
 	}
 	if len(o.pkgs) == 0 {

@@ -9,20 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
-
-// kernelPackages maps the names accepted by -kernels to Debian's cloud kernel
-// metapackages, which depend on the current real image package.
-var kernelPackages = map[string]string{
-	"6.1":  "linux-image-cloud-amd64",
-	"6.12": "linux-image-6.12-cloud-amd64",
-}
 
 // Kernel is a bootable kernel and the modules built for it.
 type Kernel struct {
 	Name       string // as asked for: "6.1", "6.12", or the VMTEST_KERNEL path
 	Release    string // uname -r, the directory under lib/modules
-	Image      string // vmlinuz
+	Image      string // what qemu boots: vmlinuz, or vmlinux on ppc64
 	ModulesDir string // lib/modules/<release>; "" if the kernel needs no modules
 	Config     string // its .config, "" if unknown
 }
@@ -39,13 +33,14 @@ func cacheDir() (string, error) {
 	return filepath.Join(d, "btrstore-vmtest"), nil
 }
 
-// getKernel returns the kernel called name: VMTEST_KERNEL if set, else the
-// Debian cloud kernel, downloaded and unpacked into the cache on first use.
-func getKernel(name string) (Kernel, error) {
+// getKernel returns the kernel of architecture a called name: VMTEST_KERNEL
+// if set, else the Debian kernel, downloaded and unpacked into the cache on
+// first use.
+func getKernel(a Arch, name string) (Kernel, error) {
 	if img := os.Getenv("VMTEST_KERNEL"); img != "" {
 		return customKernel(img, os.Getenv("VMTEST_MODULES"))
 	}
-	cache, pkg, err := kernelPackage(name)
+	cache, pkg, err := kernelPackage(a, name)
 	if err != nil {
 		return Kernel{}, err
 	}
@@ -53,43 +48,49 @@ func getKernel(name string) (Kernel, error) {
 	if err != nil {
 		return Kernel{}, err
 	}
-	if _, err := os.Stat(filepath.Join(cache, image)); errors.Is(err, os.ErrNotExist) {
-		if err := fetchPackage(cache, image); err != nil {
+	dir := filepath.Join(cache, cacheName(image))
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := fetchPackages(dir, image); err != nil {
 			return Kernel{}, err
 		}
 	}
-	return unpackedKernel(name, filepath.Join(cache, image))
+	return unpackedKernel(a, name, dir)
 }
 
 // cachedKernel returns the kernel called name if it is already in the cache,
 // without apt: the harness's tests use it to skip quickly rather than fetch.
-func cachedKernel(name string) (Kernel, error) {
+func cachedKernel(a Arch, name string) (Kernel, error) {
 	if img := os.Getenv("VMTEST_KERNEL"); img != "" {
 		return customKernel(img, os.Getenv("VMTEST_MODULES"))
 	}
-	cache, pkg, err := kernelPackage(name)
+	cache, pkg, err := kernelPackage(a, name)
 	if err != nil {
 		return Kernel{}, err
 	}
 	image, err := resolvedBefore(cache, pkg)
 	if err != nil {
-		return Kernel{}, fmt.Errorf("kernel %s is not in the cache %s", name, cache)
+		return Kernel{}, fmt.Errorf("kernel %s (%s) is not in the cache %s", name, a.GOARCH, cache)
 	}
-	return unpackedKernel(name, filepath.Join(cache, image))
+	return unpackedKernel(a, name, filepath.Join(cache, cacheName(image)))
 }
 
-// kernelPackage returns the cache directory and the package for a -kernels name.
-func kernelPackage(name string) (cache, pkg string, err error) {
-	pkg, ok := kernelPackages[name]
+// kernelPackage returns the cache directory and the package, qualified with
+// its architecture for apt, for a -kernels name.
+func kernelPackage(a Arch, name string) (cache, pkg string, err error) {
+	pkg, ok := a.Kernels[name]
 	if !ok {
 		if !strings.HasPrefix(name, "linux-image-") {
-			return "", "", fmt.Errorf("unknown kernel %q: want 6.1, 6.12 or a Debian linux-image-* package", name)
+			return "", "", fmt.Errorf("unknown %s kernel %q: want %s or a Debian linux-image-* package", a.GOARCH, name, a.kernelNames())
 		}
 		pkg = name
 	}
 	cache, err = cacheDir()
-	return cache, pkg, err
+	return cache, a.aptName(pkg), err
 }
+
+// cacheName is a package's name as a file name in the cache: the ":arch" of
+// a foreign package becomes "_arch" (a colon would be qemu's option syntax).
+func cacheName(pkg string) string { return strings.ReplaceAll(pkg, ":", "_") }
 
 // resolvePackage turns a metapackage into the image package it depends on
 // (apt-cache reads the local package lists; no network). The answer is
@@ -117,56 +118,73 @@ func resolvePackage(cache, pkg string) (string, error) {
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return "", err
 	}
-	return image, os.WriteFile(filepath.Join(cache, pkg+".resolved"), []byte(image+"\n"), 0o644)
+	return image, os.WriteFile(filepath.Join(cache, cacheName(pkg)+".resolved"), []byte(image+"\n"), 0o644)
 }
 
 // resolvedBefore returns what resolvePackage last answered for pkg.
 func resolvedBefore(cache, pkg string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(cache, pkg+".resolved"))
+	b, err := os.ReadFile(filepath.Join(cache, cacheName(pkg)+".resolved"))
 	return strings.TrimSpace(string(b)), err
 }
 
-// fetchPackage downloads pkg with apt-get and unpacks it with dpkg-deb, both
-// of which work without root, into cache/pkg (renamed into place when complete).
-func fetchPackage(cache, pkg string) error {
+// fetchPackages downloads pkgs with apt-get and unpacks them all with
+// dpkg-deb into dir (renamed into place when complete). Both work without
+// root. The download is retried: a mirror in sync fails it for a while.
+func fetchPackages(dir string, pkgs ...string) error {
 	for _, tool := range []string{"apt-get", "dpkg-deb"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found: needed to fetch %s (or set VMTEST_KERNEL)", tool, pkg)
+			return fmt.Errorf("%s not found: needed to fetch %s (or set VMTEST_KERNEL)", tool, strings.Join(pkgs, " "))
 		}
 	}
-	tmp, err := os.MkdirTemp(cache, "fetch-")
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "fetch-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	fmt.Fprintf(os.Stderr, "vmtest: downloading %s\n", pkg)
-	get := exec.Command("apt-get", "download", pkg)
-	get.Dir = tmp
-	if out, err := get.CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get download %s: %w\n%s", pkg, err, out)
+	fmt.Fprintf(os.Stderr, "vmtest: downloading %s\n", strings.Join(pkgs, " "))
+	for try := 1; ; try++ {
+		get := exec.Command("apt-get", append([]string{"download"}, pkgs...)...)
+		get.Dir = tmp
+		out, err := get.CombinedOutput()
+		if err == nil {
+			break
+		}
+		if try == downloadTries {
+			return fmt.Errorf("apt-get download %s: %w\n%s", strings.Join(pkgs, " "), err, out)
+		}
+		fmt.Fprintf(os.Stderr, "vmtest: apt-get download failed (attempt %d of %d), retrying: %s\n", try, downloadTries, bytes.TrimSpace(out))
+		time.Sleep(time.Duration(try) * 10 * time.Second)
 	}
 	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
-	if len(debs) != 1 {
-		return fmt.Errorf("apt-get download %s: expected one .deb, found %d", pkg, len(debs))
+	if len(debs) != len(pkgs) {
+		return fmt.Errorf("apt-get download %s: expected %d .deb, found %d", strings.Join(pkgs, " "), len(pkgs), len(debs))
 	}
 	root := filepath.Join(tmp, "root")
-	if out, err := exec.Command("dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
-		return fmt.Errorf("dpkg-deb -x %s: %w\n%s", debs[0], err, out)
+	for _, deb := range debs {
+		if out, err := exec.Command("dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
+			return fmt.Errorf("dpkg-deb -x %s: %w\n%s", deb, err, out)
+		}
 	}
-	err = os.Rename(root, filepath.Join(cache, pkg))
-	if _, statErr := os.Stat(filepath.Join(cache, pkg)); err != nil && statErr == nil {
+	err = os.Rename(root, dir)
+	if _, statErr := os.Stat(dir); err != nil && statErr == nil {
 		return nil // another harness run unpacked it first
 	}
 	return err
 }
 
+// downloadTries is how often apt-get download is tried.
+const downloadTries = 3
+
 // unpackedKernel finds the pieces of an unpacked Debian image package.
-func unpackedKernel(name, dir string) (Kernel, error) {
-	imgs, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
+func unpackedKernel(a Arch, name, dir string) (Kernel, error) {
+	imgs, _ := filepath.Glob(filepath.Join(dir, "boot", a.ImageGlob))
 	if len(imgs) != 1 {
-		return Kernel{}, fmt.Errorf("no vmlinuz in package (%s/boot)", dir)
+		return Kernel{}, fmt.Errorf("no %s in package (%s/boot)", a.ImageGlob, dir)
 	}
-	release := strings.TrimPrefix(filepath.Base(imgs[0]), "vmlinuz-")
+	release := strings.TrimPrefix(filepath.Base(imgs[0]), strings.TrimSuffix(a.ImageGlob, "*"))
 	k := Kernel{
 		Name:       name,
 		Release:    release,

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -36,43 +38,70 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(tmp)
 
-	pkgs, err := listTestPkgs(o.pkgs)
-	if err == nil && len(pkgs) == 0 {
+	listed, err := listTestPkgs(o.pkgs)
+	if err == nil && len(listed) == 0 {
 		err = fmt.Errorf("no packages with tests in %v", o.pkgs)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "vmtest:", err)
 		return 1
 	}
-	buildTests(pkgs, tmp)
+	var reports []report
+	for _, a := range o.arches {
+		reports = append(reports, runArch(ctx, a, o, listed, tmp, stdout, stderr)...)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if !summarize(stdout, reports) {
+		return 1
+	}
+	return 0
+}
+
+// runArch builds the tests for a and boots each of its kernels.
+func runArch(ctx context.Context, a Arch, o options, listed []TestPkg, tmp string, stdout, stderr io.Writer) []report {
+	fail := func(err error) []report {
+		fmt.Fprintf(stderr, "vmtest: %s: %v\n", a.GOARCH, err)
+		return []report{{arch: a.GOARCH, kernel: "-", err: err}}
+	}
+	dir := filepath.Join(tmp, a.GOARCH)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	pkgs := slices.Clone(listed)
+	start := time.Now()
+	buildTests(pkgs, a.GOARCH, dir)
 	built := 0
 	for _, p := range pkgs {
 		if p.BuildErr != nil {
-			fmt.Fprintf(stderr, "vmtest: %s: %v\n", p.ImportPath, p.BuildErr)
+			fmt.Fprintf(stderr, "vmtest: %s: %s: %v\n", a.GOARCH, p.ImportPath, p.BuildErr)
 		} else {
 			built++
 		}
 	}
 	if built == 0 {
-		fmt.Fprintln(stderr, "vmtest: no test binary built")
-		return 1
+		return fail(errors.New("no test binary built"))
 	}
-	initBin, err := buildInit(tmp)
+	initBin, err := buildInit(a.GOARCH, dir)
 	if err != nil {
-		fmt.Fprintln(stderr, "vmtest: guest init:", err)
-		return 1
+		return fail(fmt.Errorf("guest init: %w", err))
 	}
-	tools, err := hostTools(guestTools)
+	files, err := tools(a)
 	if err != nil {
-		fmt.Fprintln(stderr, "vmtest:", err)
-		return 1
+		return fail(err)
 	}
-
+	fmt.Fprintf(stdout, "vmtest: %s: tests built and tools ready in %v\n", a.GOARCH, time.Since(start).Round(10*time.Millisecond))
+	kernels := o.kernels
+	if kernels == nil {
+		kernels = a.DefaultKernels
+	}
 	var reports []report
-	for _, name := range o.kernels {
-		r := runKernel(ctx, name, o, pkgs, initBin, tools, tmp, stdout)
+	for _, name := range kernels {
+		r := runKernel(ctx, a, name, o, pkgs, initBin, files, dir, stdout)
 		if r.err != nil {
-			fmt.Fprintf(stderr, "vmtest: kernel %s: %v\n", name, r.err)
+			fmt.Fprintf(stderr, "vmtest: %s kernel %s: %v\n", a.GOARCH, name, r.err)
 			if r.con != nil {
 				fmt.Fprintf(stderr, "vmtest: last %d console lines:\n", len(r.con.tail))
 				for _, l := range r.con.tail {
@@ -85,22 +114,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			break
 		}
 	}
-	if !summarize(stdout, pkgs, reports) {
-		return 1
-	}
-	return 0
+	return reports
 }
 
 // runKernel boots one kernel of the matrix with a fresh disk.
-func runKernel(ctx context.Context, name string, o options, pkgs []TestPkg, initBin string, tools []File, tmp string, out io.Writer) report {
-	r := report{kernel: name}
-	k, err := getKernel(name)
+func runKernel(ctx context.Context, a Arch, name string, o options, pkgs []TestPkg, initBin string, tools []File, tmp string, out io.Writer) report {
+	r := report{arch: a.GOARCH, kernel: name, pkgs: pkgs}
+	k, err := getKernel(a, name)
 	if err != nil {
 		r.err = err
 		return r
 	}
 	r.release = k.Release
-	mods, err := resolveModules(k, neededModules)
+	mods, err := resolveModules(k, a.Modules)
 	if err != nil {
 		r.err = err
 		return r
@@ -124,9 +150,9 @@ func runKernel(ctx context.Context, name string, o options, pkgs []TestPkg, init
 		return r
 	}
 	defer os.Remove(disk)
-	fmt.Fprintf(out, "vmtest: booting %s (%s)\n", name, k.Release)
+	fmt.Fprintf(out, "vmtest: booting %s %s (%s)\n", a.GOARCH, name, k.Release)
 	start := time.Now()
-	r.con, r.err = runVM(ctx, k, initrd, disk, o.timeout, out)
+	r.con, r.err = runVM(ctx, a, k, initrd, disk, o.timeout, out)
 	r.wall = time.Since(start)
 	return r
 }

@@ -11,11 +11,6 @@ import (
 	"strings"
 )
 
-// neededModules are what the guest needs beyond a kernel: the virtio disk
-// (virtio_pci is a module in Debian's 6.1 cloud kernel), loop devices for the
-// btrfs test fixture, and btrfs itself.
-var neededModules = []string{"virtio_pci", "virtio_blk", "loop", "btrfs"}
-
 // Module is a kernel module to ship in the initramfs.
 type Module struct {
 	Name       string

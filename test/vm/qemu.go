@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -17,31 +18,14 @@ import (
 // runVM boots k with the initramfs and the scratch disk, streams the serial
 // console to out, and returns what the console said. The VM is killed when
 // timeout passes; that, like any run without the exit sentinel, is a failure.
-func runVM(ctx context.Context, k Kernel, initrd, disk string, timeout time.Duration, out io.Writer) (*console, error) {
-	qemu, err := exec.LookPath("qemu-system-x86_64")
+func runVM(ctx context.Context, a Arch, k Kernel, initrd, disk string, timeout time.Duration, out io.Writer) (*console, error) {
+	qemu, err := exec.LookPath(a.QEMU)
 	if err != nil {
-		return nil, errors.New("qemu-system-x86_64 not found (install qemu-system-x86)")
-	}
-	accel := os.Getenv("VMTEST_ACCEL")
-	if accel == "" {
-		accel = "tcg" // works everywhere, including without /dev/kvm access
-	}
-	cpu := "qemu64"
-	if accel == "kvm" {
-		cpu = "host"
+		return nil, fmt.Errorf("%s not found (install %s)", a.QEMU, a.QEMUPackage)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, qemu,
-		"-accel", accel, "-cpu", cpu,
-		"-nographic", "-nodefaults", "-no-reboot", // panic=-1 reboots: qemu exits instead
-		"-serial", "stdio",
-		"-m", "2G", "-smp", "2",
-		"-kernel", k.Image,
-		"-initrd", initrd,
-		"-append", "console=ttyS0 panic=-1 quiet",
-		"-drive", "file="+disk+",format=raw,if=virtio,cache=unsafe",
-	)
+	cmd := exec.CommandContext(ctx, qemu, qemuArgs(a, k, initrd, disk)...)
 	// Stdin stays /dev/null: qemu must not put the user's terminal in raw mode.
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -83,6 +67,29 @@ func runVM(ctx context.Context, k Kernel, initrd, disk string, timeout time.Dura
 		return con, errors.New("the guest stopped without printing the exit sentinel (kernel panic or init crash)")
 	}
 	return con, nil
+}
+
+// qemuArgs is qemu's command line: the serial console on stdout, the
+// scratch disk as the first virtio disk, no other devices.
+func qemuArgs(a Arch, k Kernel, initrd, disk string) []string {
+	accel := os.Getenv("VMTEST_ACCEL")
+	if accel == "" || !a.native() {
+		accel = "tcg" // works everywhere, including without /dev/kvm access
+	}
+	machine := slices.Clone(a.Machine)
+	if i := slices.Index(machine, "-cpu"); i >= 0 && accel == "kvm" {
+		machine[i+1] = "host"
+	}
+	return slices.Concat([]string{"-accel", accel}, machine, []string{
+		"-nographic", "-nodefaults", "-no-reboot", // panic=-1 reboots: qemu exits instead
+		"-serial", "stdio",
+		"-m", "2G", "-smp", "2",
+		"-kernel", k.Image,
+		"-initrd", initrd,
+		"-append", "console=" + a.Console + " panic=-1 quiet",
+		"-drive", "file=" + disk + ",format=raw,if=none,id=scratch,cache=unsafe",
+		"-device", a.DiskDevice + ",drive=scratch",
+	})
 }
 
 // escapes are the terminal control sequences the firmware writes to the

@@ -8,6 +8,8 @@ import (
 
 // report is the outcome of one kernel of the matrix.
 type report struct {
+	arch    string // GOARCH
+	pkgs    []TestPkg
 	kernel  string
 	release string
 	con     *console // nil if the VM never started
@@ -17,7 +19,7 @@ type report struct {
 
 // summarize prints one block per kernel and reports whether everything passed:
 // every package built and exited 0 on every kernel, and every VM finished.
-func summarize(w io.Writer, pkgs []TestPkg, reports []report) bool {
+func summarize(w io.Writer, reports []report) bool {
 	allOK := true
 	fmt.Fprintln(w, "\nvmtest summary:")
 	for _, r := range reports {
@@ -26,7 +28,7 @@ func summarize(w io.Writer, pkgs []TestPkg, reports []report) bool {
 			status = "FAIL"
 			allOK = false
 		}
-		fmt.Fprintf(w, "%s kernel %s (%s): wall %v", status, r.kernel, r.release, r.wall.Round(10*time.Millisecond))
+		fmt.Fprintf(w, "%s %s kernel %s (%s): wall %v", status, r.arch, r.kernel, r.release, r.wall.Round(10*time.Millisecond))
 		if r.con != nil && r.con.firstTest > 0 {
 			fmt.Fprintf(w, ", boot to first test %v (guest: kernel %.2fs + init %.2fs)",
 				r.con.firstTest.Round(10*time.Millisecond), r.con.initUptime, r.con.uptime-r.con.initUptime)
@@ -35,7 +37,7 @@ func summarize(w io.Writer, pkgs []TestPkg, reports []report) bool {
 			fmt.Fprintf(w, ": %v", r.err)
 		}
 		fmt.Fprintln(w)
-		for _, p := range pkgs {
+		for _, p := range r.pkgs {
 			res, ran := pkgResult{}, false
 			if r.con != nil {
 				res, ran = r.con.results[p.ImportPath]

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"debug/elf"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,6 +130,7 @@ func TestConsole(t *testing.T) {
 func TestParseArgs(t *testing.T) {
 	t.Setenv("VMTEST_KERNEL", "")
 	t.Setenv("VMTEST_KERNELS", "")
+	t.Setenv("VMTEST_ARCH", "")
 	o, err := parseArgs([]string{"-kernels", "6.12", "-run", "TestA", "./a", "-v", "./b", "-count", "2",
 		"--", "-test.timeout=1m", "-test.paniconexit0", "-timeout", "5m", "-benchtime=1x", "-test.testlogfile", "/x"}, io.Discard)
 	if err != nil {
@@ -144,50 +148,101 @@ func TestParseArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(o.kernels, []string{"6.1", "6.12"}) || !slices.Equal(o.pkgs, []string{"./..."}) || o.timeout != 20*time.Minute {
+	if o.kernels != nil || len(o.arches) != 1 || o.arches[0].GOARCH != "amd64" ||
+		!slices.Equal(o.pkgs, []string{"./..."}) || o.timeout != 20*time.Minute {
 		t.Errorf("defaults: %+v", o)
+	}
+	if !slices.Equal(o.arches[0].DefaultKernels, []string{"6.1", "6.12"}) {
+		t.Errorf("amd64 kernels %q, want 6.1 and 6.12", o.arches[0].DefaultKernels)
+	}
+
+	o, err = parseArgs([]string{"-arch", "arm64,ppc64le,s390x", "./ioctl"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range o.arches {
+		got = append(got, a.GOARCH)
+	}
+	if !slices.Equal(got, []string{"arm64", "ppc64le", "s390x"}) {
+		t.Errorf("-arch arm64,ppc64le,s390x: %q", got)
+	}
+	if _, err := parseArgs([]string{"-arch", "mips"}, io.Discard); err == nil {
+		t.Error("-arch mips accepted")
+	}
+}
+
+func TestQEMUArgs(t *testing.T) {
+	t.Setenv("VMTEST_ACCEL", "kvm")
+	for _, tc := range []struct {
+		arch string
+		want []string
+	}{
+		{"amd64", []string{"-accel kvm -cpu host", "console=ttyS0 ", "-device virtio-blk-pci,drive=scratch"}},
+		{"arm64", []string{"-accel tcg -machine virt", "console=ttyAMA0 ", "-device virtio-blk-pci,drive=scratch"}},
+		{"ppc64le", []string{"-accel tcg -machine pseries", "console=hvc0 ", "-device virtio-blk-pci,drive=scratch"}},
+		{"s390x", []string{"-accel tcg -machine s390-ccw-virtio", "console=ttysclp0 ", "-device virtio-blk-ccw,drive=scratch"}},
+	} {
+		a, err := lookupArch(tc.arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := strings.Join(qemuArgs(a, Kernel{Image: "/k"}, "/i", "/d"), " ")
+		for _, w := range tc.want {
+			if !strings.Contains(args, w) {
+				t.Errorf("%s: %q lacks %q", tc.arch, args, w)
+			}
+		}
 	}
 }
 
 func TestResolveModules(t *testing.T) {
-	for _, name := range []string{"6.1", "6.12"} {
-		t.Run(name, func(t *testing.T) {
-			k, err := cachedKernel(name)
-			if err != nil {
-				t.Skip(err)
+	for _, a := range arches {
+		for _, name := range a.DefaultKernels {
+			t.Run(a.GOARCH+"/"+name, func(t *testing.T) { testResolveModules(t, a, name) })
+		}
+	}
+}
+
+func testResolveModules(t *testing.T, a Arch, name string) {
+	k, err := cachedKernel(a, name)
+	if err != nil {
+		t.Skip(err)
+	}
+	mods, err := resolveModules(k, a.Modules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := map[string]int{}
+	for i, m := range mods {
+		pos[m.Name] = i
+		if m.Compressed != strings.HasSuffix(m.File, ".xz") {
+			t.Errorf("%s: compressed %v, file %s", m.Name, m.Compressed, m.File)
+		}
+	}
+	t.Logf("load order: %v", slices.Collect(func(yield func(string) bool) {
+		for _, m := range mods {
+			if !yield(m.Name) {
+				return
 			}
-			mods, err := resolveModules(k, neededModules)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pos := map[string]int{}
-			for i, m := range mods {
-				pos[m.Name] = i
-				if m.Compressed != strings.HasSuffix(m.File, ".xz") {
-					t.Errorf("%s: compressed %v, file %s", m.Name, m.Compressed, m.File)
-				}
-			}
-			t.Logf("load order: %v", slices.Collect(func(yield func(string) bool) {
-				for _, m := range mods {
-					if !yield(m.Name) {
-						return
-					}
-				}
-			}))
-			for _, need := range []string{"btrfs", "virtio_blk", "loop", "raid6_pq", "xor"} {
-				if _, ok := pos[need]; !ok {
-					t.Errorf("%s missing", need)
-				}
-			}
-			if pos["raid6_pq"] > pos["btrfs"] || pos["xor"] > pos["btrfs"] {
-				t.Error("btrfs comes before its dependencies")
-			}
-		})
+		}
+	}))
+	for _, need := range []string{"btrfs", "virtio_blk", "loop", "raid6_pq", "xor"} {
+		if _, ok := pos[need]; !ok {
+			t.Errorf("%s missing", need)
+		}
+	}
+	if pos["raid6_pq"] > pos["btrfs"] || pos["xor"] > pos["btrfs"] {
+		t.Error("btrfs comes before its dependencies")
 	}
 }
 
 func TestHostTools(t *testing.T) {
-	files, err := hostTools(guestTools)
+	a, _ := lookupArch("amd64")
+	if !a.native() {
+		t.Skip("not an amd64 host")
+	}
+	files, err := tools(a)
 	if err != nil {
 		t.Skip(err) // no btrfs-progs on this host
 	}
@@ -202,5 +257,81 @@ func TestHostTools(t *testing.T) {
 	}
 	if !slices.ContainsFunc(dests, func(d string) bool { return strings.HasSuffix(d, "/libc.so.6") }) {
 		t.Errorf("libc.so.6 missing from %q", dests)
+	}
+}
+
+// TestDebRootResolve: symlinks in an unpacked package tree are resolved in
+// the tree, absolute ones included (/lib/ld64.so.1 -> /lib/s390x-linux-gnu/...),
+// as is a symlinked directory (lib64 -> lib), and never lead out of it.
+func TestDebRootResolve(t *testing.T) {
+	root := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "lib", "s390x-linux-gnu"), 0o755))
+	must(os.WriteFile(filepath.Join(root, "lib", "s390x-linux-gnu", "ld64.so.1"), []byte("loader"), 0o755))
+	must(os.Symlink("/lib/s390x-linux-gnu/ld64.so.1", filepath.Join(root, "lib", "ld64.so.1")))
+	must(os.Symlink("lib", filepath.Join(root, "lib64")))
+	must(os.Symlink("../../../../etc/passwd", filepath.Join(root, "lib", "escape")))
+	want := filepath.Join(root, "lib", "s390x-linux-gnu", "ld64.so.1")
+	for _, p := range []string{"/lib/ld64.so.1", "/lib64/ld64.so.1", "/lib64/s390x-linux-gnu/../ld64.so.1"} {
+		got, err := debRoot(root).resolve(p)
+		if err != nil || got != want {
+			t.Errorf("resolve(%s) = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	// ".." stops at the tree's root, as at /: there is no etc/passwd in it.
+	if got, err := debRoot(root).resolve("/lib/escape"); err == nil {
+		t.Errorf("resolve(/lib/escape) = %q, want an error", got)
+	}
+}
+
+// TestForeignTools checks each foreign architecture's tools in the cache
+// (fetched by a cross run; BTRFS_TEST_REQUIRE=1 fetches them): the three
+// tools, the loader and the C library, all built for that architecture.
+func TestForeignTools(t *testing.T) {
+	for _, a := range arches {
+		if a.native() {
+			continue
+		}
+		t.Run(a.GOARCH, func(t *testing.T) {
+			if os.Getenv("BTRFS_TEST_REQUIRE") != "1" {
+				cache, err := cacheDir()
+				if err != nil {
+					t.Skip(err)
+				}
+				if _, err := os.Stat(filepath.Join(cache, "tools-"+a.Debian)); err != nil {
+					t.Skipf("%s tools not in the cache (make vmtest-cross fetches them)", a.GOARCH)
+				}
+			}
+			files, err := tools(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dests []string
+			for _, f := range files {
+				dests = append(dests, f.Dest)
+				ef, err := elf.Open(f.Src)
+				if err != nil {
+					t.Errorf("%s: %v", f.Src, err)
+					continue
+				}
+				if ef.Machine != a.elfMachine() {
+					t.Errorf("%s is for %v", f.Src, ef.Machine)
+				}
+				ef.Close()
+			}
+			for _, want := range []string{"/usr/sbin/mkfs.btrfs", "/usr/sbin/btrfs", "/usr/sbin/sh", "/lib/" + a.Triplet + "/libc.so.6"} {
+				if !slices.Contains(dests, want) {
+					t.Errorf("%s missing from %q", want, dests)
+				}
+			}
+			if !slices.ContainsFunc(dests, func(d string) bool { return strings.Contains(d, "/ld") }) {
+				t.Errorf("no loader in %q", dests)
+			}
+		})
 	}
 }

@@ -34,11 +34,15 @@ func vmKernel(t *testing.T) string {
 	if name == "" {
 		name = "6.12"
 	}
+	a, err := lookupArch("amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
 	get := cachedKernel
 	if require {
 		get = getKernel
 	}
-	if _, err := get(name); err != nil {
+	if _, err := get(a, name); err != nil {
 		unavailable("%v (fetch it: go run ./test/vm -kernels %s ./test/vm/testdata/smoke)", err, name)
 	}
 	return name

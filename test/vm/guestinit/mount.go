@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,19 +29,27 @@ func mountPseudo() error {
 	return os.MkdirAll("/root", 0o700)
 }
 
-// mountScratch mounts the btrfs disk the harness attached as the first virtio
-// disk. virtio_blk probes asynchronously, so wait for the node to appear.
+// mountScratch formats the blank disk the harness attached as the first
+// virtio disk with the guest's mkfs.btrfs and mounts it. virtio_blk probes
+// asynchronously, so wait for the node to appear (generously: an emulated
+// foreign CPU is slow).
 func mountScratch() error {
 	const dev = "/dev/vda"
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := os.Stat(dev); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not appear within 10s (virtio_blk not loaded?)", dev)
+			return fmt.Errorf("%s did not appear within 60s (virtio_blk not loaded?)", dev)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// -K: no discard, which would only make qemu punch holes in a file that
+	// is all holes.
+	mkfs := exec.Command("/usr/sbin/mkfs.btrfs", "-q", "-K", "-L", "vmtest", dev)
+	if out, err := mkfs.CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.btrfs %s: %w\n%s", dev, err, out)
 	}
 	if err := os.MkdirAll(scratch, 0o755); err != nil {
 		return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -36,31 +35,7 @@ func benchWrite(dir string) error {
 	return os.WriteFile(dir+"/out", benchContent, 0o644)
 }
 
-func benchFill(dir string) error {
-	content := []byte(strings.Repeat("x", benchFileSize))
-	for i := range benchFileCount {
-		if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i)), content, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func benchNames(prefix string, n int) []string {
-	names := make([]string, n)
-	for i := range names {
-		names[i] = prefix + strconv.Itoa(i)
-	}
-	return names
-}
-
-func benchPaths(dir, prefix string, n int) []string {
-	paths := benchNames(prefix, n)
-	for i, name := range paths {
-		paths[i] = filepath.Join(dir, name)
-	}
-	return paths
-}
+func benchFill(dir string) error { return btrfstest.Fill(dir, benchFileCount, benchFileSize) }
 
 func must(b *testing.B, err error) {
 	b.Helper()
@@ -93,7 +68,7 @@ func benchLoop(b *testing.B, cycle func(i int) error) {
 func BenchmarkCreate(b *testing.B) {
 	b.Run("impl=dennwc", func(b *testing.B) {
 		root := btrfstest.New(b, btrfstest.Size(ioctlImageSize)).Path
-		paths := benchPaths(root, "s", b.N)
+		paths := btrfstest.Paths(root, "s", b.N)
 		benchLoop(b, func(i int) error { return dennwc.CreateSubVolume(paths[i]) })
 	})
 }
@@ -106,7 +81,7 @@ func BenchmarkSnapshotReadOnly(b *testing.B) {
 		must(b, benchFill(src))
 		must(b, os.Mkdir(dstDir, 0o755))
 		commit(b, root)
-		paths := benchPaths(dstDir, "s", b.N)
+		paths := btrfstest.Paths(dstDir, "s", b.N)
 		benchLoop(b, func(i int) error { return dennwc.SnapshotSubVolume(src, paths[i], true) })
 	})
 }
@@ -114,7 +89,7 @@ func BenchmarkSnapshotReadOnly(b *testing.B) {
 func BenchmarkDelete(b *testing.B) {
 	b.Run("impl=dennwc", func(b *testing.B) {
 		root := btrfstest.New(b, btrfstest.Size(ioctlImageSize)).Path
-		paths := benchPaths(root, "s", b.N)
+		paths := btrfstest.Paths(root, "s", b.N)
 		for _, p := range paths {
 			must(b, ioctl.CreateSubvolume(p))
 		}
@@ -161,8 +136,8 @@ func newBenchStore(b *testing.B) (root, base string) {
 func BenchmarkBuild(b *testing.B) {
 	b.Run("impl=dennwc", func(b *testing.B) {
 		root, base := newBenchStore(b)
-		works := benchPaths(filepath.Join(root, resultTmpDir), "r", b.N)
-		results := benchPaths(filepath.Join(root, resultDir), "r", b.N)
+		works := btrfstest.Paths(filepath.Join(root, resultTmpDir), "r", b.N)
+		results := btrfstest.Paths(filepath.Join(root, resultDir), "r", b.N)
 		benchLoop(b, func(i int) error {
 			if err := dennwc.SnapshotSubVolume(base, works[i], false); err != nil {
 				return err
@@ -187,7 +162,7 @@ func BenchmarkCacheCycle(b *testing.B) {
 	b.Run("impl=dennwc", func(b *testing.B) {
 		root, _ := newBenchStore(b)
 		master := filepath.Join(root, cacheDir, store.Escape("cache"))
-		clones := benchNames(filepath.Join(root, cacheTmpDir, "k"), b.N)
+		clones := btrfstest.Names(filepath.Join(root, cacheTmpDir, "k"), b.N)
 		benchLoop(b, func(i int) error {
 			if err := dennwc.SnapshotSubVolume(master, clones[i], false); err != nil {
 				return err
