@@ -5,7 +5,7 @@ SHELL   := /bin/bash
 APT_PKGS := btrfs-progs gcc linux-libc-dev
 ROOT    := $(shell id -u)
 
-.PHONY: deps deps-s3 deps-cross test lint vmtest vmtest-cross demo demo-fleet demo-vm example-snapshot fuzz bench soak
+.PHONY: deps deps-s3 deps-cross test lint vmtest vmtest-cross vmtest-consumer demo demo-fleet demo-vm example-snapshot fuzz bench soak
 
 # MODULES are the directories of the repository's modules: the library (.),
 # whose go.mod requires golang.org/x/sys and go-logr/logr only, and the
@@ -145,6 +145,16 @@ vmtest-cross:
 		command -v $$q >/dev/null || { echo "missing $$q; run: sudo make deps-cross"; exit 1; }; \
 	done
 	$(GO) run ./test/vm -arch $(VMTEST_CROSS_ARCHES) -short -timeout 15m $(VMTEST_ARGS) ./ioctl ./kernel ./store
+
+# vmtest-consumer runs the tests of examples/fixture-consumer, a module of
+# its own that uses the public fixture (btrfstest), in the VM on 6.12, the
+# way another module runs the harness: from that module's directory, with
+# test/vm built from its requirement on btrstore (replaced by this checkout).
+# The tests must run there (BTRFS_TEST_REQUIRE=1), not skip. 20 s here with
+# the kernel cached; make test runs the same tests on the host.
+vmtest-consumer:
+	@command -v qemu-system-x86_64 >/dev/null || { echo "missing qemu; run: sudo apt-get install -y --no-install-recommends qemu-system-x86 btrfs-progs xz-utils"; exit 1; }
+	cd examples/fixture-consumer && BTRFS_TEST_REQUIRE=1 $(GO) run github.com/btrstore/btrstore/test/vm -kernels 6.12 -v ./...
 
 # demo-vm runs the builder's demo (the embedded build, twice) inside the VM:
 # the way to see it without root.

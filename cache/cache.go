@@ -2,44 +2,32 @@ package cache
 
 import (
 	"context"
-	"slices"
 	"strconv"
 	"sync"
+
+	"github.com/btrstore/btrstore/internal/keylock"
 )
 
 // Table holds per-name locks and generation counters. Its zero value is
 // ready to use. It is safe for concurrent use and must not be copied after
 // first use.
 type Table struct {
-	mu sync.Mutex // guards locks, gens, and the waiters of every lock in locks
+	locks keylock.Table // one exclusive lock per name
 
-	// locks has an entry exactly for the names that are held. Waiters only
-	// queue on a held name, so a name with no entry has no waiter either,
-	// and Unlock deletes the entry when it finds no one to hand over to.
-	locks map[string]*lock
+	mu sync.Mutex // guards gens and every Held's done
 
 	// gens has the generation of every name ever bumped; absent means 0.
 	// It never shrinks: see "The generation rule" in the package doc.
 	gens map[string]uint64
 }
 
-// lock is the state of one held name.
-type lock struct {
-	// waiters is the FIFO queue of goroutines waiting in Lock. Unlock hands
-	// the lock to waiters[0] by removing it and closing its channel, while
-	// holding Table.mu, so the name is never free in between (no newcomer
-	// can overtake the queue), and a waiter whose ctx ends can tell, under
-	// Table.mu, whether it was already handed the lock.
-	waiters []chan struct{}
-}
-
 // Held is one acquisition of a name's lock, returned by Table.Lock. Its
 // methods may be called only until Unlock.
 type Held struct {
-	t    *Table
-	name string
-	l    *lock // t.locks[name] for as long as this Held is locked
-	done bool  // Unlock was called; guarded by t.mu
+	t      *Table
+	name   string
+	unlock func()
+	done   bool // Unlock was called; guarded by t.mu
 }
 
 // Lock acquires the lock of name, waiting until it is free or ctx ends.
@@ -51,57 +39,11 @@ type Held struct {
 // both: an error always means the lock is not held.) A ctx already done on
 // entry returns its error even if the lock is free.
 func (t *Table) Lock(ctx context.Context, name string) (*Held, error) {
-	if err := ctx.Err(); err != nil {
+	unlock, err := t.locks.Lock(ctx, name, false)
+	if err != nil {
 		return nil, err
 	}
-	t.mu.Lock()
-	if t.locks == nil {
-		t.locks = make(map[string]*lock)
-	}
-	l := t.locks[name]
-	if l == nil {
-		l = &lock{}
-		t.locks[name] = l
-		t.mu.Unlock()
-		return &Held{t: t, name: name, l: l}, nil
-	}
-	ready := make(chan struct{})
-	l.waiters = append(l.waiters, ready)
-	t.mu.Unlock()
-
-	select {
-	case <-ready:
-		return &Held{t: t, name: name, l: l}, nil
-	case <-ctx.Done():
-	}
-
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	select {
-	case <-ready:
-		// Unlock handed us the lock after ctx ended but before we took
-		// t.mu. We are the holder now: pass it on, or the next waiter
-		// would wait forever (the lost handoff).
-		t.release(name, l)
-	default:
-		// Still queued: leave the queue. The name stays held by someone
-		// else, so the lock entry stays.
-		i := slices.Index(l.waiters, ready)
-		l.waiters = slices.Delete(l.waiters, i, i+1)
-	}
-	return nil, ctx.Err()
-}
-
-// release hands the held lock l of name to the first waiter, or frees the
-// name if there is none. t.mu must be held.
-func (t *Table) release(name string, l *lock) {
-	if len(l.waiters) == 0 {
-		delete(t.locks, name)
-		return
-	}
-	next := l.waiters[0]
-	l.waiters = slices.Delete(l.waiters, 0, 1)
-	close(next)
+	return &Held{t: t, name: name, unlock: unlock}, nil
 }
 
 // Name returns the name whose lock h holds.
@@ -189,20 +131,21 @@ func (t *Table) bump(name string) uint64 {
 // one. Like sync.Mutex, unlocking twice is a programming error: the second
 // call panics.
 func (h *Held) Unlock() {
+	h.markDone()
+	h.unlock()
+}
+
+// markDone marks h unlocked. It panics if it already is.
+func (h *Held) markDone() {
 	h.t.mu.Lock()
 	defer h.t.mu.Unlock()
 	h.mustHold("Unlock")
 	h.done = true
-	h.t.release(h.name, h.l)
 }
 
 // mustHold panics if h was unlocked. h.t.mu must be held.
 func (h *Held) mustHold(op string) {
 	if h.done {
 		panic("cache: " + op + " after Unlock of the lock of " + strconv.Quote(h.name))
-	}
-	if h.t.locks[h.name] != h.l {
-		// Cannot happen while the invariants hold; cheap enough to check.
-		panic("cache: " + op + ": the lock of " + strconv.Quote(h.name) + " is not held by this Held")
 	}
 }

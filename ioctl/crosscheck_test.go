@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 )
 
 // btrfsCLI runs the btrfs command, the second source the tests check

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/internal/beneath"
-	"github.com/btrstore/btrstore/internal/btrfstest"
 	"golang.org/x/sys/unix"
 )
 

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 )
 
 // raceListings is how many listings each race test runs.

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/internal/beneath"
-	"github.com/btrstore/btrstore/internal/btrfstest"
 	"golang.org/x/sys/unix"
 )
 

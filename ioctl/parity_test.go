@@ -15,7 +15,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"golang.org/x/sys/unix"
 )
 

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"golang.org/x/sys/unix"
 )
 

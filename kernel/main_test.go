@@ -9,7 +9,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 )
 

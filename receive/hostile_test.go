@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/sendstream"
 	"golang.org/x/sys/unix"

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"golang.org/x/sys/unix"
 )

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"golang.org/x/sys/unix"
 )
@@ -781,6 +781,15 @@ func BenchmarkPaired(b *testing.B) {
 		store := prepareStoreBuild(e, benchNames("r", b.N))()
 		bare := prepareBareBuild(e, benchNames("q", b.N))()
 		benchAlternate(b, store, bare)
+	})
+	// The store beside the bare sequence on the seed's layout (reported
+	// as store-ns/op and bare-ns/op): what one builder pays for the
+	// layout that lets several scale.
+	b.Run("cycle=build-seed-layout", func(b *testing.B) {
+		e := newBenchEnv(b)
+		store := prepareStoreBuild(e, benchNames("r", b.N))()
+		naive := prepareNaiveBuild(e, benchNames("q", b.N))()
+		benchAlternate(b, store, naive)
 	})
 	b.Run("cycle=control", func(b *testing.B) {
 		e := newBenchEnv(b)

@@ -64,11 +64,11 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 	if base != "" {
 		defer s.bases.add(base)() // Prune leaves base alone meanwhile
 	}
-	held, err := s.builds.Lock(ctx, id)
+	unlockBuild, err := s.builds.Lock(ctx, id, false)
 	if err != nil {
 		return err
 	}
-	defer held.Unlock()
+	defer unlockBuild()
 	if s.resultExists(id) {
 		// Unless what is there is no result (a symlink a step planted):
 		// publish replaces that.
@@ -183,7 +183,7 @@ func (s *Store) makeWork(tmpFd int, base string) error {
 		}
 		return err
 	}
-	unlock := s.results.lock(base, true)
+	unlock := s.lockResult(base, true)
 	defer unlock()
 	baseFd, err := openDirAt(s.resultFd, base+"/"+snapshotName)
 	if err != nil {
@@ -305,7 +305,7 @@ func (s *Store) publish(tmp string, tmpFd int, id, base string, w *workVol) erro
 // delete in place), and reports whether it did. A result, or one a mount
 // hides, stays.
 func (s *Store) removeNonResult(id string) bool {
-	unlock := s.results.lock(id, false)
+	unlock := s.lockResult(id, false)
 	defer unlock()
 	if _, err := s.result(id); !errors.Is(err, fs.ErrNotExist) {
 		return false
@@ -348,21 +348,33 @@ func (s *Store) unpublish(id string, outFd int) error {
 // subvolume fails with ENOTEMPTY.
 func (s *Store) removeBuildDir(tmp string, tmpFd int, w *workVol, id string, published bool) error {
 	tmpDisplay := resultTmpDir + "/" + tmp
+	// The usual case costs three system calls: the work subvolume's
+	// delete, and the rmdir of the empty out directory and of the build
+	// directory. Anything unexpected (nested subvolumes, what a step
+	// left, a store that deletes by rmdir) makes one of them fail or be
+	// skipped, and the long way removes the rest.
+	done := false
 	if published && w.verified && s.deletes == deleteIoctl {
-		if err := ioctl.DeleteSubvolumeAt(tmpFd, workName, 0); errors.Is(err, unix.ENOTEMPTY) {
+		err := ioctl.DeleteSubvolumeAt(tmpFd, workName, 0)
+		if errors.Is(err, unix.ENOTEMPTY) {
 			s.log.Info("the build left nested subvolumes in its work directory: they are empty directories in the result", "id", id)
 		}
+		done = err == nil && unix.Unlinkat(tmpFd, stageDir, unix.AT_REMOVEDIR) == nil &&
+			unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR) == nil
 	}
-	err := s.removeEntry(tmpFd, tmpDisplay, workName)
-	if err == nil && published {
-		// out/ is empty once its result is renamed away: rmdir it
-		// here, rather than fail the rmdir of the build directory and
-		// list both (a readdir walk of two directories a build).
-		unix.Unlinkat(tmpFd, stageDir, unix.AT_REMOVEDIR)
-	}
-	if err == nil {
-		if err = unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR); err != nil {
-			err = s.removeEntry(s.resultTmpFd, resultTmpDir, tmp)
+	var err error
+	if !done {
+		err = s.removeEntry(tmpFd, tmpDisplay, workName)
+		if err == nil && published {
+			// out/ is empty once its result is renamed away: rmdir it
+			// here, rather than fail the rmdir of the build directory and
+			// list both (a readdir walk of two directories a build).
+			unix.Unlinkat(tmpFd, stageDir, unix.AT_REMOVEDIR)
+		}
+		if err == nil {
+			if err = unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR); err != nil {
+				err = s.removeEntry(s.resultTmpFd, resultTmpDir, tmp)
+			}
 		}
 	}
 	var errs []error

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 )
 
 // concWaitLimit bounds every wait for something the store must do promptly, so

@@ -140,11 +140,11 @@ func (s *Store) Export(ctx context.Context, id string, dst remote.Remote, opts E
 		return err
 	}
 	defer leave()
-	held, err := s.builds.Lock(ctx, exportLockName(id))
+	unlockBuild, err := s.builds.Lock(ctx, exportLockName(id), false)
 	if err != nil {
 		return err
 	}
-	defer held.Unlock()
+	defer unlockBuild()
 	start := time.Now()
 	sent, base, err := s.export(ctx, id, dst, opts)
 	if err != nil {
@@ -175,7 +175,7 @@ func (s *Store) export(ctx context.Context, id string, dst remote.Remote, opts E
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return 0, "", err
 	}
-	unlock := s.results.lock(id, true) // Delete waits for the send
+	unlock := s.lockResult(id, true) // Delete waits for the send
 	defer unlock()
 	if _, err := s.result(id); err != nil {
 		return 0, "", err
@@ -194,7 +194,7 @@ func (s *Store) export(ctx context.Context, id string, dst remote.Remote, opts E
 	}
 	defer unix.Close(srcFd)
 	if base := s.baseOf(id); base != "" {
-		unlockBase := s.results.lock(base, true)
+		unlockBase := s.lockResult(base, true)
 		defer unlockBase()
 		if parent, ok := s.remoteParent(ctx, base, dst); ok {
 			if baseFd, err := openDirAt(s.resultFd, base+"/"+snapshotName); err == nil {

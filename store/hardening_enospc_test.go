@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"golang.org/x/sys/unix"
 )
 

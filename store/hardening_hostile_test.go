@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/internal/beneath"
-	"github.com/btrstore/btrstore/internal/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/go-logr/logr/funcr"
 	"golang.org/x/sys/unix"

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/internal/mountinfo"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/go-logr/logr"

@@ -105,11 +105,11 @@ func (s *Store) importID(ctx context.Context, id string, src remote.Remote, opts
 	if s.haveResult(id) {
 		return fmt.Errorf("result %s exists: %w", id, fs.ErrExist)
 	}
-	held, err := s.builds.Lock(ctx, id)
+	unlockBuild, err := s.builds.Lock(ctx, id, false)
 	if err != nil {
 		return err
 	}
-	defer held.Unlock()
+	defer unlockBuild()
 	if s.haveResult(id) { // imported or built while we waited
 		return fmt.Errorf("result %s exists: %w", id, fs.ErrExist)
 	}
@@ -228,7 +228,7 @@ func (s *Store) parentSources(ctx context.Context, m *remote.Manifest, src remot
 			return nil, nothing, fmt.Errorf("importing parent %s: %w", p.ID, err)
 		}
 	}
-	unlock := s.results.lock(p.ID, true) // a Delete of the parent waits
+	unlock := s.lockResult(p.ID, true) // a Delete of the parent waits
 	if u, err := s.resultIdentity(p.ID); err == nil && u == p.UUID {
 		fd, err := openDirAt(s.resultFd, p.ID)
 		if err == nil {

@@ -3,7 +3,7 @@ package store
 import (
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 )
 
 func TestMain(m *testing.M) { btrfstest.Main(m) }

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/go-logr/logr/funcr"
 	"golang.org/x/sys/unix"

@@ -153,7 +153,7 @@ func (s *Store) pruneOne(r ResultInfo) (bool, error) {
 	if building || s.bases.inUse(r.ID) {
 		return false, nil
 	}
-	unlock, ok := s.results.tryLock(r.ID)
+	unlock, ok := s.results.TryLock(r.ID, false)
 	if !ok {
 		return false, nil // a build is snapshotting it, or a Delete has it
 	}
@@ -190,32 +190,6 @@ func (s *Store) pruneOne(r ResultInfo) (bool, error) {
 		}
 	}
 	return true, nil
-}
-
-// tryLock takes id's lock exclusively if it is free, without waiting.
-func (t *rwLocks) tryLock(id string) (unlock func(), ok bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.m == nil {
-		t.m = map[string]*rwLock{}
-	}
-	l := t.m[id]
-	if l == nil {
-		l = &rwLock{}
-		t.m[id] = l
-	}
-	if !l.TryLock() {
-		return nil, false
-	}
-	l.refs++
-	return func() {
-		l.Unlock()
-		t.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(t.m, id)
-		}
-		t.mu.Unlock()
-	}, true
 }
 
 // useCounts counts, per result id, the running builds that started from

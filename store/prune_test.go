@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 )
@@ -177,7 +177,7 @@ func TestPruneSkipsResultsInUse(t *testing.T) {
 	}
 	// A result whose lock a Delete or base snapshot holds is skipped.
 	buildEmpty(t, s, "held", "")
-	unlock := s.results.lock("held", true)
+	unlock := s.lockResult("held", true)
 	got, err = s.Prune(ctx, PruneOptions{})
 	unlock()
 	if err != nil || len(got) != 0 {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/btrstore/btrstore/cache"
 	"github.com/btrstore/btrstore/internal/beneath"
+	"github.com/btrstore/btrstore/internal/keylock"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/kernel"
 	"github.com/go-logr/logr"
@@ -124,8 +125,8 @@ type Store struct {
 
 	nonce    string        // random, new at each Open: in every temporary name
 	seq      atomic.Uint64 // names of temporary entries
-	builds   cache.Table   // one Build per id at a time
-	results  rwLocks       // shared: snapshotting as a base; exclusive: Delete
+	builds   keylock.Table // one Build per id at a time (exclusive)
+	results  keylock.Table // by result id: shared while snapshotted as a base, exclusive for Delete
 	bases    useCounts     // results that running builds started from (Prune skips them)
 	caches   cache.Table   // per cache name: lock and generation
 	released releaseTimes  // when this Store last released each cache
@@ -502,6 +503,14 @@ func (s *Store) openLock() error {
 	}
 }
 
+// lockResult takes the lock of result id, shared (snapshotting or
+// sending it as a base) or exclusive (Delete), waiting as long as it
+// takes, and returns its unlock.
+func (s *Store) lockResult(id string, shared bool) (unlock func()) {
+	unlock, _ = s.results.Lock(context.Background(), id, shared) // no ctx, no error
+	return unlock
+}
+
 // openDirDetaching is openDirAt, but a mount on the entry (EXDEV), which
 // a build step may have left, is detached (see detachMounts) and the open
 // tried again. display names the entry in logs and errors.
@@ -706,7 +715,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	defer leave()
-	unlock := s.results.lock(id, false)
+	unlock := s.lockResult(id, false)
 	trash, err := "", s.failAt("rename-delete") // a test's injected failure of the rename
 	if err == nil {
 		trash, err = s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/store"
 )
 

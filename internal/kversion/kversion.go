@@ -1,7 +1,7 @@
 // Package kversion parses Linux kernel release strings and reads the
 // running kernel's version once per process. It is a leaf package (it
 // imports only x/sys/unix), so that the library (kernel, ioctl) and the test
-// fixture (internal/btrfstest, which kernel's tests import) share one
+// fixture (btrfstest, which kernel's tests import) share one
 // parser. kernel.KernelVersion is this package's Version.
 //
 // Everything here is safe for concurrent use and needs no privilege.

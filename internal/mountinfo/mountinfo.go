@@ -1,7 +1,7 @@
 // Package mountinfo parses /proc/<pid>/mountinfo (proc_pid_mountinfo(5)),
 // decoding the kernel's octal escapes. It is a leaf package (standard
 // library only), so that the library (kernel.MountOf, the store) and the
-// test fixture (internal/btrfstest, which kernel's tests import) share one
+// test fixture (btrfstest, which kernel's tests import) share one
 // parser. kernel.Mount is this package's Mount.
 //
 // Everything here is safe for concurrent use; [Read] needs no privilege.

@@ -11,7 +11,7 @@ import (
 
 	kzstd "github.com/klauspost/compress/zstd"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/receive"
 	"github.com/btrstore/btrstore/receive/zstd"

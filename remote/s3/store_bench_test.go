@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/remote"
 	"github.com/btrstore/btrstore/remote/s3"
 	"github.com/btrstore/btrstore/remote/s3/s3test"

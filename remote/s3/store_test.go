@@ -16,7 +16,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/internal/treecmp"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/remote"

@@ -110,10 +110,17 @@ func buildTests(pkgs []TestPkg, goarch, dir string) {
 	wg.Wait()
 }
 
-// buildInit builds the guest init for goarch.
+// buildInit builds the guest init for goarch from the harness's own source
+// (see harnessSource), in the harness's module: the working directory's
+// module, whose tests run, need not require btrstore, or may require another
+// version of it.
 func buildInit(goarch, dir string) (string, error) {
+	src, err := harnessSource()
+	if err != nil {
+		return "", err
+	}
 	bin := filepath.Join(dir, "init")
-	return bin, goBuild(bin, initPkg, goarch, "build")
+	return bin, goBuildIn(src, bin, initPkg, goarch, "build")
 }
 
 // goBuild runs "go <verb...> -o bin pkg" for the guest: linux/goarch and
@@ -121,9 +128,21 @@ func buildInit(goarch, dir string) (string, error) {
 // Without VCS stamping: a user other than the checkout's owner would get
 // git's "dubious ownership" refusal, and the guest has no use for it.
 func goBuild(bin, pkg, goarch string, verb ...string) error {
+	return goBuildIn("", bin, pkg, goarch, verb...)
+}
+
+// goBuildIn is goBuild run in the directory dir ("": the working directory).
+// Outside the working directory it builds in dir's module alone (no
+// workspace) and leaves its go.mod as it is: it may be in the read-only
+// module cache.
+func goBuildIn(dir, bin, pkg, goarch string, verb ...string) error {
 	args := slices.Concat(verb, []string{"-buildvcs=false", "-o", bin, pkg})
 	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	if dir != "" {
+		cmd.Env = append(cmd.Env, "GOWORK=off", "GOFLAGS=-mod=readonly")
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}

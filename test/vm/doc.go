@@ -6,6 +6,29 @@
 //	                 [-timeout 20m] [-run REGEX] [-v] [-count N] [-bench REGEX]
 //	                 [-short] [packages] [-- test flags]
 //
+// # From another module
+//
+// The harness runs any module's tests, not only btrstore's. From the
+// directory of your module (which need not require btrstore), with a
+// released version, or with the version your go.mod requires:
+//
+//	go run github.com/btrstore/btrstore/test/vm@VERSION -kernels 6.1,6.12 ./...
+//	go run github.com/btrstore/btrstore/test/vm -kernels 6.12 ./...
+//
+// The packages are listed and their test binaries built (go list, go test -c)
+// in the working directory's module; the guest init is built from the
+// harness's own source (source.go: the path the compiler recorded, else the
+// module cache, fetched with go mod download when the binary was built with
+// -trimpath), so it matches the harness whatever the working directory's
+// module requires. The harness uses the standard library only, and the guest
+// init golang.org/x/sys, which the library requires anyway: being in the
+// root module adds nothing to a library user's module graph. Tests that use
+// github.com/btrstore/btrstore/btrfstest, the fixture btrstore's own tests
+// use, get a fresh btrfs per test in the guest as on the host;
+// examples/fixture-consumer is such a module (make vmtest-consumer).
+//
+// # What it does
+//
 // Packages default to ./... (those with test files; the harness's own
 // packages are left out). For each architecture of -arch (default the
 // host's, amd64) each is built with go test -c, CGO_ENABLED=0 and that
@@ -23,7 +46,7 @@
 //     dependencies from the modules' modinfo, skipping built-in ones
 //     (modules.go);
 //   - writes an uncompressed newc initramfs (initramfs.go, cpio.go) with the
-//     guest init (./guestinit) as /init, the test binaries and their testdata,
+//     guest init (./guestinit, see above) as /init, the test binaries and their testdata,
 //     the modules, and mkfs.btrfs, btrfs and sh with their shared libraries
 //     and loader (tools.go): the host's for the host's architecture, else
 //     Debian's btrfs-progs and dash for the guest's, fetched with their

@@ -3,7 +3,7 @@ package main
 import (
 	"testing"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 )
 
 // TestMain fails the package if a test leaks a file descriptor, mount or

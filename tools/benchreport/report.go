@@ -324,7 +324,7 @@ func (r *report) methodSection(p printer) {
 	p("## Method\n\n")
 	p("- The test binaries of `./ioctl`, `./store` and `./tools/bench/dennwc` (dennwc/btrfs, in the tools module) are compiled once (`go test -c`); each round runs every sub-benchmark ")
 	p("in its own process with `-test.count 1`, the order rotated and reversed from round to round, so that no implementation always runs first or after the same one.\n")
-	p("- Every sub-benchmark gets a fresh loop-mounted btrfs (internal/btrfstest) in TMPDIR, with what it consumes made and committed before the timer; ")
+	p("- Every sub-benchmark gets a fresh loop-mounted btrfs (btrfstest) in TMPDIR, with what it consumes made and committed before the timer; ")
 	p("`-test.benchtime` is a fixed count (the cost grows slowly with the number of subvolumes): ")
 	var parts []string
 	for _, w := range workloads {

@@ -10,7 +10,7 @@ import (
 	dennwc "github.com/dennwc/btrfs"
 	"golang.org/x/sys/unix"
 
-	"github.com/btrstore/btrstore/internal/btrfstest"
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/btrstore/btrstore/store"
 )

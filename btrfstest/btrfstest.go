@@ -56,7 +56,8 @@ func MountOptions(opts string) Option {
 }
 
 // SkipOrFail skips the test with the formatted reason, or fails it when
-// BTRFS_TEST_REQUIRE=1 is set.
+// BTRFS_TEST_REQUIRE=1 is set. Like t.Skipf and t.Fatalf, it must be called
+// from the test's goroutine. No privilege; any kernel.
 func SkipOrFail(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if os.Getenv(requireEnv) == "1" {
@@ -65,7 +66,8 @@ func SkipOrFail(t testing.TB, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
-// RequireRoot calls [SkipOrFail] unless the effective uid is 0.
+// RequireRoot calls [SkipOrFail] unless the effective uid is 0. Call it from
+// the test's goroutine.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if euid := os.Geteuid(); euid != 0 {
@@ -118,6 +120,9 @@ func existingTempRoot() string {
 // The cleanup unmounts the filesystem, so the test must have closed the files
 // it opened in it by then; a filesystem still busy after a second is detached
 // lazily, and the test fails if its loop device is still held 5 s later.
+//
+// New needs root, a kernel with btrfs and loop devices, and mkfs.btrfs in
+// PATH. It is safe to call from parallel tests, from the test's goroutine.
 func New(t testing.TB, opts ...Option) *FS {
 	t.Helper()
 	cfg := config{size: 1 << 30}
@@ -208,6 +213,8 @@ func btrfsSupportHint() string {
 
 // Remount changes the mount flags and options of the filesystem, e.g. flags
 // unix.MS_RDONLY. MS_REMOUNT is added; data holds btrfs options to change.
+// It fails the test if the kernel refuses. Root; call it from the test's
+// goroutine, not while another goroutine remounts the same FS.
 func (f *FS) Remount(t testing.TB, flags uintptr, data string) {
 	t.Helper()
 	if err := unix.Mount("", f.Path, "", unix.MS_REMOUNT|flags, data); err != nil {
@@ -246,7 +253,7 @@ func (f *FS) teardown(t testing.TB) {
 
 // KernelAtLeast reports whether the running kernel is at least
 // major.minor (false if uname fails), for tests that expect a feature from
-// that version on.
+// that version on. No privilege; safe for concurrent use.
 func KernelAtLeast(major, minor int) bool {
 	v, err := kversion.Running()
 	return err == nil && v.AtLeast(major, minor)

@@ -35,7 +35,7 @@ var mainStarted bool
 // Register makes fn runnable in a child process started by [RunAs] under name.
 // Call it from init or a package-level var initializer, so that the child,
 // which is the same binary, has it registered too. Registering a name twice
-// panics.
+// panics. Register is safe for concurrent use and needs no privilege.
 func Register(name string, fn func(args []string) error) {
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
@@ -64,8 +64,9 @@ type Cred struct {
 // RunAs runs the function registered as name in a child process with cred's
 // uid, gid and groups, and exactly cred.Caps as its effective and permitted
 // capabilities, also for uid 0. It returns the child's stdout; a child that
-// exits non-zero gives an error that includes its stderr. RunAs needs root,
-// and the test package's TestMain must call [Main].
+// exits non-zero gives an error that includes its stderr. RunAs needs root
+// (a kernel with ambient capabilities, 4.3+), and the test package's TestMain
+// must call [Main]. It is safe to call from parallel tests.
 func RunAs(t testing.TB, cred Cred, name string, args ...string) (stdout string, err error) {
 	t.Helper()
 	RequireRoot(t)
@@ -128,7 +129,7 @@ type Child struct {
 // then calls [Child.Wait]. env is added to the child's environment. A child
 // still running when the test ends is killed. Start needs no privilege
 // beyond what the function does, and the test package's TestMain must call
-// [Main].
+// [Main]. It is safe to call from parallel tests.
 func Start(t testing.TB, name string, env []string, args ...string) *Child {
 	t.Helper()
 	c := &Child{cmd: childCmd(t, name, env, args), exited: make(chan struct{})}

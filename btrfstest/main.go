@@ -23,7 +23,8 @@ import (
 // In a child started by [RunAs] it runs the registered function and exits.
 // Otherwise it runs the tests, then exits with status 1 if they leaked a file
 // descriptor, a mount or a loop device (see the package documentation), and
-// removes the temp root.
+// removes the temp root. Main needs no privilege of its own (the leak checks
+// read /proc and /sys); call it once, from TestMain.
 func Main(m *testing.M) {
 	if name, ok := os.LookupEnv(childEnv); ok {
 		os.Exit(runChild(name))
