@@ -167,7 +167,7 @@ func Send(ctx context.Context, w io.Writer, path string, opts SendOptions) error
 	}()
 
 	args.Send_fd = int64(p[1])
-	sendErr := SendIoctl(fd, &args)
+	sendErr := sendSignalsBlocked(fd, &args)
 	runtime.KeepAlive(clones)
 	unix.Close(p[1]) // the reader sees EOF after the last byte
 	copyErr := <-copyDone
@@ -191,6 +191,31 @@ func Send(ctx context.Context, w io.Writer, path string, opts SendOptions) error
 			"send needs CAP_SYS_ADMIN and read-only subvolumes"})
 	}
 	return pathErr("BTRFS_IOC_SEND", path, sendErr)
+}
+
+// sendSignalsBlocked issues BTRFS_IOC_SEND with every signal blocked on
+// its thread. A signal that interrupts the kernel's write into the pipe
+// makes the ioctl return ERESTARTSYS, and as Go installs its handlers with
+// SA_RESTART the kernel then restarts the send from the beginning, writing
+// the stream's start into the pipe a second time (btrfs-progs #719; with
+// the runtime's own preemption signals it can restart again and again).
+// Blocked, a signal waits until the send is done; the kernel still ends
+// the send when the pipe's reader goes away (EPIPE).
+func sendSignalsBlocked(fd int, args *SendArgs) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var all, old unix.Sigset_t
+	for i := range all.Val {
+		all.Val[i] = ^all.Val[i]
+	}
+	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &all, &old); err != nil {
+		return err
+	}
+	err := SendIoctl(fd, args)
+	if merr := unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil); merr != nil && err == nil {
+		err = merr
+	}
+	return err
 }
 
 // openSendSource opens path and checks that it is a read-only subvolume.
