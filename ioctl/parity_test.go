@@ -127,7 +127,16 @@ func TestDeletedSubvolumes(t *testing.T) {
 	if got, err := DeletedSubvolumes(fsys.Path); err != nil || len(got) != 0 {
 		t.Fatalf("DeletedSubvolumes before any delete = %v, %v", got, err)
 	}
+	// A descriptor open in a deleted subvolume keeps the cleaner from
+	// dropping it (commit=300 alone does not: a commit can come sooner),
+	// so the listing below sees both for sure.
+	var held []int
 	for _, name := range []string{"a", "b"} {
+		fd, err := openDir(unix.AT_FDCWD, filepath.Join(fsys.Path, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, fd)
 		if err := DeleteSubvolume(filepath.Join(fsys.Path, name), 0); err != nil {
 			t.Fatal(err)
 		}
@@ -148,6 +157,9 @@ func TestDeletedSubvolumes(t *testing.T) {
 	info, err := SubvolumeInfoByID(fsys.Path, idA)
 	if err != nil || info.ID != idA || info.Path != "" || info.ParentID != 0 || info.UUID.IsZero() {
 		t.Errorf("SubvolumeInfoByID(deleted) = %+v, %v", info, err)
+	}
+	for _, fd := range held {
+		unix.Close(fd)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
