@@ -217,9 +217,9 @@ func results(s *store.Store) ([]string, error) {
 
 // remoteFlags say where the remote is.
 type remoteFlags struct {
-	dir                                      string
-	endpoint, bucket, prefix, region, access string
-	insecure                                 bool
+	dir                              string
+	endpoint, bucket, prefix, region string
+	insecure                         bool
 }
 
 func (rf *remoteFlags) register(fl *flag.FlagSet) {
