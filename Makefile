@@ -150,19 +150,17 @@ deps-cross:
 # -short tests in TCG guests for arm64, ppc64le and s390x (big-endian), on
 # Debian's kernels, with the test binaries cross-compiled and that
 # architecture's mkfs.btrfs and btrfs in the guest. Any user, once
-# make deps-cross has run. -short reaches all three packages, but no test
-# looks at testing.Short yet: until the store's long tests skip themselves,
-# VMTEST_CROSS_SKIP names the three that cost the most under TCG (measured
-# on arm64: TestCrashRecovery 50 to 124 s, TestReadOnlyRemount 88 s,
-# TestHostileWithoutOpenat2 61 s; the rest of the store's tests take 3 to 5
-# minutes per guest on this loaded 2-core machine).
+# make deps-cross has run. -short skips the store's three tests that cost
+# the most under TCG (measured on arm64: TestCrashRecovery 50 to 124 s,
+# TestReadOnlyRemount 88 s, TestHostileWithoutOpenat2 61 s; each calls
+# testing.Short); the rest of the store's tests take 3 to 5 minutes per
+# guest on this loaded 2-core machine.
 VMTEST_CROSS_ARCHES ?= arm64,ppc64le,s390x
-VMTEST_CROSS_SKIP ?= ^(TestCrashRecovery|TestReadOnlyRemount|TestHostileWithoutOpenat2)$$
 vmtest-cross:
 	@for q in qemu-system-aarch64 qemu-system-ppc64 qemu-system-s390x; do \
 		command -v $$q >/dev/null || { echo "missing $$q; run: sudo make deps-cross"; exit 1; }; \
 	done
-	$(GO) run ./test/vm -arch $(VMTEST_CROSS_ARCHES) -short -timeout 15m $(VMTEST_ARGS) ./ioctl ./kernel ./store -- -skip '$(VMTEST_CROSS_SKIP)'
+	$(GO) run ./test/vm -arch $(VMTEST_CROSS_ARCHES) -short -timeout 15m $(VMTEST_ARGS) ./ioctl ./kernel ./store
 
 # vmtest-consumer runs the tests of examples/fixture-consumer, a module of
 # its own that uses the public fixture (btrfstest), in the VM on 6.12, the

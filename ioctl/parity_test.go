@@ -433,7 +433,11 @@ func TestQgroupInherit(t *testing.T) {
 	for _, mode := range []string{"full", "simple"} {
 		t.Run(mode, func(t *testing.T) {
 			if mode == "simple" && !btrfstest.KernelAtLeast(6, 7) {
-				btrfstest.SkipOrFail(t, "simple quotas need kernel 6.7")
+				// A version gate, not a missing tool: below 6.7 the kernel
+				// has no simple quotas, so skip even with
+				// BTRFS_TEST_REQUIRE=1; from 6.7 on the subtest runs and a
+				// missing feature fails.
+				t.Skip("simple quotas (BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA) are in Linux 6.7 and later")
 			}
 			fsys := btrfstest.New(t)
 			if mode == "simple" {

@@ -150,8 +150,8 @@ func TestKernelStreamsApply(t *testing.T) {
 				t.Fatalf("received %v", got)
 			}
 			apply(t, inc, s.recv, Options{})
-			treecmp.Compare(t, s.s1, filepath.Join(s.recv, "s1"))
-			treecmp.Compare(t, s.s2, filepath.Join(s.recv, "s2"))
+			treecmp.Compare(t, s.s1, filepath.Join(s.recv, "s1"), treecmp.KernelSent()...)
+			treecmp.Compare(t, s.s2, filepath.Join(s.recv, "s2"), treecmp.KernelSent()...)
 			checkReceived(t, filepath.Join(s.recv, "s1"), s.s1)
 			checkReceived(t, filepath.Join(s.recv, "s2"), s.s2)
 			if c.name == "proto2-compressed" && !bytes.Contains(full, []byte{byte(sendstream.CmdEncodedWrite), 0}) {
@@ -177,7 +177,7 @@ func TestSendCLIReceive(t *testing.T) {
 			f := filepath.Join(t.TempDir(), "stream")
 			must(t, os.WriteFile(f, stream, 0o600))
 			cli(t, "receive", "-f", f, dir)
-			treecmp.Compare(t, step.src, filepath.Join(dir, filepath.Base(step.src)))
+			treecmp.Compare(t, step.src, filepath.Join(dir, filepath.Base(step.src)), treecmp.KernelSent()...)
 			checkDump(t, stream)
 		}
 	}
@@ -204,7 +204,7 @@ func TestSendApply(t *testing.T) {
 			if len(got) != 1 {
 				t.Fatalf("received %v", got)
 			}
-			treecmp.Compare(t, step.src, got[0])
+			treecmp.Compare(t, step.src, got[0], treecmp.KernelSent()...)
 			checkReceived(t, got[0], step.src)
 			if _, err := exec.LookPath("btrfs"); err == nil {
 				checkDump(t, copy.Bytes())
@@ -374,8 +374,8 @@ func TestSeveralSubvolumesInOneStream(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("received %v", got)
 	}
-	treecmp.Compare(t, s.s1, filepath.Join(s.recv, "s1"))
-	treecmp.Compare(t, s.s2, filepath.Join(s.recv, "s2"))
+	treecmp.Compare(t, s.s1, filepath.Join(s.recv, "s1"), treecmp.KernelSent()...)
+	treecmp.Compare(t, s.s2, filepath.Join(s.recv, "s2"), treecmp.KernelSent()...)
 	checkReceived(t, filepath.Join(s.recv, "s2"), s.s2)
 
 	other := filepath.Join(s.fs.Path, "other")

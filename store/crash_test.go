@@ -275,6 +275,9 @@ func (m *crashModel) checkStep(t *testing.T, step string, st observed) {
 }
 
 func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: a kill-at-every-step loop, 50 to 124 s in a TCG guest (make vmtest-cross); make test and make vmtest run it")
+	}
 	fsys := btrfstest.New(t)
 	root := fsys.Path
 	began := time.Now()

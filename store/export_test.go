@@ -169,7 +169,7 @@ func checkImported(t testing.TB, src, dst *Store, id string) {
 	if err != nil {
 		t.Fatalf("%s not imported: %v", id, err)
 	}
-	treecmp.Compare(t, want, got)
+	treecmp.Compare(t, want, got, treecmp.KernelSent()...)
 	info, err := ioctl.SubvolumeInfo(got)
 	if err != nil {
 		t.Fatal(err)

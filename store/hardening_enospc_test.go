@@ -58,11 +58,24 @@ func TestFullDisk(t *testing.T) {
 	must(t, err)
 	t.Logf("free space with %v: %.1f%%", big, free)
 
-	// A build whose step fills the metadata space and succeeds: there is
-	// no room left to publish its result.
+	// A build whose step fills the metadata space and succeeds: usually
+	// no room is left to publish its result, and then the build fails with
+	// ENOSPC and leaves nothing. Whether the publishing steps (snapshot,
+	// renames) still find metadata space after the step's ENOSPC depends
+	// on the kernel's reservations: measured, amd64 (6.1, 6.18)
+	// fails, Debian's ppc64le 6.1 (64 KiB pages) publishes. Both are
+	// correct; a published result must then be there, and
+	// checkInvariants below checks the store either way.
 	err = e.buildErr("meta", "", func(dir string) error { fillMetadata(dir); return nil })
-	wantErrno(t, syscall.ENOSPC, "Build that fills the metadata space", err)
-	e.noResult("meta")
+	if err == nil {
+		t.Log("Build that fills the metadata space published its result all the same")
+		if _, err := e.s.Result("meta"); err != nil {
+			t.Errorf("Build(meta) succeeded, Result(meta) = %v", err)
+		}
+	} else {
+		wantErrno(t, syscall.ENOSPC, "Build that fills the metadata space", err)
+		e.noResult("meta")
+	}
 	e.noBuildTmp()
 
 	// The release of a clone whose owner filled the metadata space: the

@@ -587,6 +587,9 @@ func TestHostileMounts(t *testing.T) {
 // paths are then opened one component at a time with O_NOFOLLOW, and a
 // component on another mount is refused by its mount id.
 func TestHostileWithoutOpenat2(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: every hostile case again without openat2, 61 s in a TCG guest (make vmtest-cross); make test and make vmtest run it")
+	}
 	t.Cleanup(beneath.DisableOpenat2())
 	// The fallback itself: no symlink, no "..", no mount crossed.
 	e := newHardEnv(t, "")

@@ -21,6 +21,9 @@ import (
 // repairs what the interrupted operations left.
 
 func TestReadOnlyRemount(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: 88 s in a TCG guest (make vmtest-cross); make test and make vmtest run it")
+	}
 	e := newHardEnv(t, "")
 	ctx := t.Context()
 	e.keepWithCache()

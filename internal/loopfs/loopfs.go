@@ -119,7 +119,8 @@ func BackingFile(dev string) string {
 }
 
 // Format creates a sparse image of the given size at path and formats it
-// with mkfs.btrfs (the one step that needs the btrfs-progs binary).
+// with mkfs.btrfs (the one step that needs the btrfs-progs binary), with
+// 4 KiB sectors whatever the page size.
 func Format(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -133,10 +134,17 @@ func Format(path string, size int64) error {
 		return err
 	}
 	// Formatting the file rather than the loop device saves the discard that
-	// mkfs issues on block devices.
-	out, err := exec.Command("mkfs.btrfs", "-q", "-f", path).CombinedOutput()
+	// mkfs issues on block devices. -s 4096: btrfs-progs before 6.7 make
+	// the sector size the page size, 64 KiB on Debian's ppc64el kernels,
+	// where a small filesystem then fills differently (store's
+	// TestFullDisk, 256 MiB: ENOSPC creating a subvolume after a build
+	// filled the data space, where amd64's has room); 4 KiB sectors on a
+	// 64 KiB-page kernel (subpage) are read-write since Linux 5.15, and
+	// the default from btrfs-progs 6.7. The same layout on every
+	// architecture.
+	out, err := exec.Command("mkfs.btrfs", "-q", "-f", "-s", "4096", path).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("mkfs.btrfs -q -f %s: %v\n%s", path, err, out)
+		return fmt.Errorf("mkfs.btrfs -q -f -s 4096 %s: %v\n%s", path, err, out)
 	}
 	return nil
 }

@@ -18,8 +18,42 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btrstore/btrstore/internal/kversion"
 	"golang.org/x/sys/unix"
 )
+
+// Option changes what Compare and Diff compare.
+type Option int
+
+const (
+	// IgnoreRootMtime leaves the mtime of the root directory (".") out of
+	// the comparison. Use KernelSent rather than this directly: it is only
+	// right where the kernel is known not to send that mtime.
+	IgnoreRootMtime Option = iota + 1
+)
+
+// KernelSent returns the options for comparing a tree with its copy made
+// by receiving a stream the running kernel's send produced.
+//
+// Before Linux 6.3, send could leave the root directory's final mtime out
+// of the stream: it sends the directory's utimes when it finishes the
+// directory's inode (256, the first), but a new inode is created as an
+// orphan (o<ino>-<gen>-<idx>) in the root and renamed into its
+// subdirectory later, which sets the received root's mtime to the receive
+// time with no utimes after it (kdave/btrfs-progs#461; btrfs receive, the
+// CLI, shows the same). 6.3's send optimisations ("btrfs: send: cache
+// utimes operations for directories if possible", in the series "btrfs:
+// some optimizations for send", 2023-01) send a directory's utimes once,
+// when evicted from the cache or at the end of the stream, after the
+// renames. Measured: 6.1 (Debian 6.1.0-57) receives "." 1 to 7 s late in
+// the receive tests; 6.12 and 6.18 match. From 6.3 on nothing is ignored,
+// so a regression there still fails.
+func KernelSent() []Option {
+	if v, err := kversion.Running(); err == nil && !v.AtLeast(6, 3) {
+		return []Option{IgnoreRootMtime}
+	}
+	return nil
+}
 
 // entry is what Compare compares of one path.
 type entry struct {
@@ -150,18 +184,26 @@ func Xattrs(t testing.TB, p string) string {
 }
 
 // Compare fails the test with every difference between two trees.
-func Compare(t testing.TB, want, got string) {
+func Compare(t testing.TB, want, got string, opts ...Option) {
 	t.Helper()
-	diffs := Diff(t, want, got)
+	diffs := Diff(t, want, got, opts...)
 	if len(diffs) > 0 {
 		t.Errorf("%s vs %s: %d differences:\n%s", want, got, len(diffs), strings.Join(diffs[:min(len(diffs), 20)], "\n"))
 	}
 }
 
 // Diff lists the differences between two trees.
-func Diff(t testing.TB, want, got string) []string {
+func Diff(t testing.TB, want, got string, opts ...Option) []string {
 	t.Helper()
 	w, g := snapshotTree(t, want), snapshotTree(t, got)
+	if slices.Contains(opts, IgnoreRootMtime) {
+		for _, tree := range []map[string]entry{w, g} {
+			if e, ok := tree["."]; ok {
+				e.Mtime = "(ignored)"
+				tree["."] = e
+			}
+		}
+	}
 	var diffs []string
 	for p, we := range w {
 		ge, ok := g[p]
