@@ -5,7 +5,7 @@ SHELL   := /bin/bash
 APT_PKGS := btrfs-progs gcc linux-libc-dev
 ROOT    := $(shell id -u)
 
-.PHONY: deps deps-s3 deps-cross test lint vmtest vmtest-cross vmtest-consumer demo demo-fleet demo-vm example-snapshot fuzz bench soak
+.PHONY: deps deps-s3 deps-cross deps-lint test lint vmtest vmtest-cross vmtest-consumer demo demo-fleet demo-vm example-snapshot fuzz bench soak
 
 # MODULES are the directories of the repository's modules: the library (.),
 # whose go.mod requires golang.org/x/sys and go-logr/logr only, and the
@@ -41,6 +41,18 @@ deps-s3:
 		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
 	fi
 
+# deps-lint installs staticcheck at STATICCHECK_VERSION into
+# $(go env GOPATH)/bin unless that version is there (go install, from the Go
+# module proxy).
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK = $$($(GO) env GOPATH | cut -d: -f1)/bin/staticcheck
+deps-lint:
+	@bin=$(STATICCHECK); \
+	if ! $(GO) version -m "$$bin" 2>/dev/null | grep -q "mod[[:space:]]*honnef.co/go/tools[[:space:]]*$(STATICCHECK_VERSION)[[:space:]]"; then \
+		echo "installing staticcheck $(STATICCHECK_VERSION) (go install)"; \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); \
+	fi
+
 # test runs every package's tests in every module, with the race detector,
 # and fails if any module's did (after running them all). Privileged tests
 # need root; set BTRFS_TEST_REQUIRE=1 to make them fail rather than skip
@@ -56,7 +68,7 @@ LINT_ARCHES ?= 386 arm arm64 ppc64le s390x riscv64 mips64le loong64
 # GO_LANG is the running go's language version (1.26), to tell which
 # modules declare an older one.
 GO_LANG = $(shell $(GO) env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
-lint:
+lint: deps-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@set -e; for m in $(MODULES); do \
@@ -64,6 +76,10 @@ lint:
 		(cd $$m && $(GO) vet ./...); \
 	done
 	$(GO) vet -tags soak ./store/
+	@set -e; for m in $(MODULES); do \
+		echo "(cd $$m && staticcheck ./...)"; \
+		(cd $$m && $(STATICCHECK) ./...); \
+	done
 	@# Each module builds with the oldest Go its go directive names (root:
 	@# 1.25.0; golang.org/x/sys v0.48+ would need 1.26): vet, with that
 	@# toolchain fetched from the Go proxy, where it is older than this go.

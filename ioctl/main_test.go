@@ -1,6 +1,7 @@
 package ioctl
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,7 +10,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestMain(m *testing.M) { btrfstest.Main(m) }
+// btrfsExamples are the examples (in example_btrfs_test.go) that make a btrfs: they
+// need root, and an example cannot skip itself.
+const btrfsExamples = "^ExampleSubvolumes$"
+
+func TestMain(m *testing.M) {
+	// As another user, skip them (-skip) unless BTRFS_TEST_REQUIRE=1, where
+	// they run and fail, as a test that needs root does.
+	if os.Geteuid() != 0 && os.Getenv("BTRFS_TEST_REQUIRE") != "1" {
+		flag.Parse()
+		skip := btrfsExamples
+		if old := flag.Lookup("test.skip").Value.String(); old != "" {
+			skip = old + "|" + skip
+		}
+		flag.Set("test.skip", skip)
+	}
+	btrfstest.Main(m)
+}
 
 // mustCreate creates subvolumes at the given paths below root, in order.
 func mustCreate(t testing.TB, root string, rels ...string) {

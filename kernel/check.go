@@ -22,7 +22,7 @@ var ErrMissingPrivilege = errors.New("missing privilege")
 // and are safe for concurrent use.
 type Report struct {
 	Path   string
-	Kernel KernelVersion
+	Kernel Version
 	Btrfs  bool  // Path is on btrfs
 	Mount  Mount // the mount holding Path
 
@@ -66,7 +66,7 @@ func Check(path string) *Report {
 		}
 	}
 	var err error
-	if r.Kernel, err = Version(); err != nil {
+	if r.Kernel, err = Running(); err != nil {
 		fail(err)
 	}
 	r.UID, r.GID = os.Geteuid(), os.Getegid()
@@ -297,7 +297,7 @@ func (r *Report) String() string {
 		item(false, "check", "could not check everything: "+errText(r.Err))
 	}
 
-	item(r.Kernel != (KernelVersion{}), "kernel", "Linux "+r.Kernel.String())
+	item(r.Kernel != (Version{}), "kernel", "Linux "+r.Kernel.String())
 	groups := "none"
 	if len(r.Groups) > 0 {
 		groups = strings.Trim(fmt.Sprint(r.Groups), "[]")

@@ -25,7 +25,7 @@ func TestCheckRoot(t *testing.T) {
 	if !r.Btrfs || r.Mount.MountPoint != fsys.Path || r.Mount.FSType != "btrfs" || r.UID != 0 || r.UserNamespace {
 		t.Errorf("report %+v", r)
 	}
-	if v, _ := Version(); r.Kernel != v {
+	if v, _ := Running(); r.Kernel != v {
 		t.Errorf("Kernel = %v, want %v", r.Kernel, v)
 	}
 	if r.UserSubvolRmAllowed {
@@ -108,9 +108,9 @@ func TestCheckMissingPath(t *testing.T) {
 // TestReportRequirements checks the requirement logic on reports made up
 // for situations this machine may not be in.
 func TestReportRequirements(t *testing.T) {
-	old := &notSupportedError{op: "BTRFS_IOC_SUBVOL_SYNC_WAIT", min: KernelVersion{6, 13, 0}, running: KernelVersion{6, 1, 0}}
+	old := &notSupportedError{op: "BTRFS_IOC_SUBVOL_SYNC_WAIT", min: Version{6, 13, 0}, running: Version{6, 1, 0}}
 	base := Report{
-		Path: "/store", Kernel: KernelVersion{6, 1, 0}, Btrfs: true, UID: 1000, GID: 1000, Groups: []int{1000, 27},
+		Path: "/store", Kernel: Version{6, 1, 0}, Btrfs: true, UID: 1000, GID: 1000, Groups: []int{1000, 27},
 		Mount:          Mount{MountPoint: "/srv", FSType: "btrfs", Options: []string{"rw"}, SuperOptions: []string{"rw"}},
 		SubvolSyncWait: old,
 	}
@@ -168,7 +168,7 @@ func TestReportRequirements(t *testing.T) {
 	t.Run("read-only and old kernel", func(t *testing.T) {
 		r := base
 		r.Mount.Options = []string{"ro"}
-		r.SnapDestroyV2 = &notSupportedError{op: "BTRFS_IOC_SNAP_DESTROY_V2", min: KernelVersion{5, 7, 0}}
+		r.SnapDestroyV2 = &notSupportedError{op: "BTRFS_IOC_SNAP_DESTROY_V2", min: Version{5, 7, 0}}
 		err := r.CanUseBtrfs()
 		if !errors.Is(err, unix.EROFS) || !errors.Is(err, ErrNotSupported) {
 			t.Errorf("CanUseBtrfs = %v, want EROFS and ErrNotSupported", err)
@@ -274,7 +274,7 @@ func wantPermission(t *testing.T, name string, r errResult, mention ...string) {
 
 func TestCheckUnprivileged(t *testing.T) {
 	user := btrfstest.Cred{UID: 1000, GID: 1000}
-	v, err := Version()
+	v, err := Running()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,9 +347,9 @@ func TestCheckUnprivileged(t *testing.T) {
 // Linux 4.18 and later, and the report says so and what it costs.
 func TestReportRootless(t *testing.T) {
 	r := Report{
-		Path: "/store", Kernel: KernelVersion{6, 1, 0}, Btrfs: true, UID: 1000, GID: 1000,
+		Path: "/store", Kernel: Version{6, 1, 0}, Btrfs: true, UID: 1000, GID: 1000,
 		Mount:          Mount{MountPoint: "/srv", FSType: "btrfs", Options: []string{"rw"}, SuperOptions: []string{"rw"}},
-		SubvolSyncWait: &notSupportedError{op: "BTRFS_IOC_SUBVOL_SYNC_WAIT", min: KernelVersion{6, 13, 0}, running: KernelVersion{6, 1, 0}},
+		SubvolSyncWait: &notSupportedError{op: "BTRFS_IOC_SUBVOL_SYNC_WAIT", min: Version{6, 13, 0}, running: Version{6, 1, 0}},
 	}
 	if err := r.CanDeleteByRmdir(); err != nil {
 		t.Errorf("CanDeleteByRmdir on 6.1: %v", err)
@@ -361,7 +361,7 @@ func TestReportRootless(t *testing.T) {
 		}
 	}
 	old := r
-	old.Kernel = KernelVersion{4, 17, 0}
+	old.Kernel = Version{4, 17, 0}
 	if err := old.CanDeleteByRmdir(); !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "4.18") {
 		t.Errorf("CanDeleteByRmdir on 4.17 = %v, want ErrNotSupported naming 4.18", err)
 	}

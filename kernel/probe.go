@@ -55,7 +55,7 @@ func ProbeGetSubvolInfo(path string) error { return getSubvolInfo.probe(path) }
 var (
 	snapDestroyV2 = &probe{
 		op:  "BTRFS_IOC_SNAP_DESTROY_V2",
-		min: KernelVersion{5, 7, 0},
+		min: Version{5, 7, 0},
 		ioctl: func(fd int) error {
 			// The subvolume id is the first 8 bytes of the name union: 0.
 			args := ioctl.VolArgsV2{Flags: ioctl.BTRFS_SUBVOL_SPEC_BY_ID}
@@ -73,7 +73,7 @@ var (
 	}
 	subvolSyncWait = &probe{
 		op:  "BTRFS_IOC_SUBVOL_SYNC_WAIT",
-		min: KernelVersion{6, 13, 0},
+		min: Version{6, 13, 0},
 		ioctl: func(fd int) error {
 			args := ioctl.SubvolWait{Mode: ioctl.BTRFS_SUBVOL_SYNC_COUNT}
 			return ioctl.SubvolSyncWait(fd, &args)
@@ -81,7 +81,7 @@ var (
 	}
 	getSubvolInfo = &probe{
 		op:  "BTRFS_IOC_GET_SUBVOL_INFO",
-		min: KernelVersion{4, 18, 0},
+		min: Version{4, 18, 0},
 		ioctl: func(fd int) error {
 			var args ioctl.GetSubvolInfoArgs
 			return ioctl.GetSubvolInfo(fd, &args)
@@ -92,7 +92,7 @@ var (
 // probe is one feature probe and its cached answer.
 type probe struct {
 	op    string             // the ioctl's name
-	min   KernelVersion      // first kernel that has it
+	min   Version            // first kernel that has it
 	ioctl func(fd int) error // nil: supported; ENOTTY: not; anything else: cannot tell
 
 	mu     sync.Mutex // guards done and result
@@ -121,7 +121,7 @@ func (p *probe) probe(path string) error {
 	case nil:
 		p.done, p.result = true, nil
 	case unix.ENOTTY:
-		running, _ := Version()
+		running, _ := Running()
 		p.done, p.result = true, &notSupportedError{op: p.op, min: p.min, running: running}
 	default:
 		return &fs.PathError{Op: p.op, Path: path, Err: err}
@@ -174,13 +174,13 @@ func dirOrRegular(mode uint32) bool {
 // has it. It matches ErrNotSupported and unix.ENOTTY.
 type notSupportedError struct {
 	op      string
-	min     KernelVersion
-	running KernelVersion // zero if unknown
+	min     Version
+	running Version // zero if unknown
 }
 
 func (e *notSupportedError) Error() string {
 	s := fmt.Sprintf("%s needs Linux %d.%d", e.op, e.min.Major, e.min.Minor)
-	if e.running != (KernelVersion{}) {
+	if e.running != (Version{}) {
 		s += fmt.Sprintf(" (running %s)", e.running)
 	}
 	return s + ": " + ErrNotSupported.Error()

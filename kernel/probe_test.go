@@ -35,7 +35,7 @@ func resetProbes() {
 // minimum otherwise (or nil: distributions backport).
 func checkProbeResult(t *testing.T, p *probe, err error) {
 	t.Helper()
-	v, verr := Version()
+	v, verr := Running()
 	if verr != nil {
 		t.Fatal(verr)
 	}
@@ -160,7 +160,7 @@ func TestProbesConcurrent(t *testing.T) {
 }
 
 func TestNotSupportedError(t *testing.T) {
-	err := error(&notSupportedError{op: "BTRFS_IOC_SNAP_DESTROY_V2", min: KernelVersion{5, 7, 0}, running: KernelVersion{5, 4, 0}})
+	err := error(&notSupportedError{op: "BTRFS_IOC_SNAP_DESTROY_V2", min: Version{5, 7, 0}, running: Version{5, 4, 0}})
 	want := "BTRFS_IOC_SNAP_DESTROY_V2 needs Linux 5.7 (running 5.4.0): not supported by this kernel"
 	if err.Error() != want {
 		t.Errorf("Error() = %q, want %q", err, want)

@@ -207,19 +207,6 @@ func (l *hardLog) count(subs ...string) int {
 	return n
 }
 
-// errors returns the lines logged as errors.
-func (l *hardLog) errors() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range l.lines {
-		if strings.Contains(line, `"error"=`) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
 // hardEnv is a store on a fresh filesystem, opened with a logger.
 type hardEnv struct {
 	t    *testing.T

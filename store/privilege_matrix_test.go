@@ -524,7 +524,7 @@ func TestPrivilegeMatrix(t *testing.T) {
 			})
 		}
 	})
-	if v, err := kernel.Version(); err == nil {
+	if v, err := kernel.Running(); err == nil {
 		kernelV = v.String()
 	}
 	mu.Lock()

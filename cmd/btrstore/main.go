@@ -1,7 +1,9 @@
 // Command btrstore is the operators' entry point to a btrstore store:
 //
 //	btrstore check   [-root DIR]             what the store needs, and what is missing
-//	btrstore results -root DIR               the store's results, one id a line
+//	btrstore results -root DIR               the store's results: id, created, last used (RFC 3339, UTC), by id
+//	btrstore prune   -root DIR [-used-before DURATION] [-limit N] [-min-free PERCENT]
+//	                                         deletes least recently used results first; prints each id deleted
 //	btrstore keygen  -key FILE               a new signing key; prints its public key
 //	btrstore export  -root DIR -key FILE [remote flags] ID...   (oldest first: bases before what is built on them)
 //	btrstore import  -root DIR -trust KEY[,KEY...] [remote flags] ID...
@@ -33,9 +35,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -66,6 +66,7 @@ func main() {
 const usage = `usage:
   btrstore check   [-root DIR]
   btrstore results -root DIR
+  btrstore prune   -root DIR [-used-before DURATION] [-limit N] [-min-free PERCENT]
   btrstore keygen  -key FILE
   btrstore export  -root DIR -key FILE [remote flags] ID...
   btrstore import  -root DIR -trust KEY[,KEY...] [remote flags] ID...
@@ -90,6 +91,14 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		rf.register(fl)
 	}
 	key := fl.String("key", "", "signing key file (export, keygen)")
+	var usedBefore time.Duration
+	var limit int
+	var minFree float64
+	if cmd == "prune" {
+		fl.DurationVar(&usedBefore, "used-before", 0, "only results last used more than this long ago (0: any)")
+		fl.IntVar(&limit, "limit", 0, "delete at most this many results (0: no limit)")
+		fl.Float64Var(&minFree, "min-free", 0, "stop once this percentage of the filesystem is free (0: no target)")
+	}
 	trust := fl.String("trust", "", "trusted public keys, comma-separated: base64, or files holding it (import)")
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -119,9 +128,9 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 			return err
 		}
 		defer s.Close()
-		ids, err := results(s)
-		for _, id := range ids {
-			fmt.Fprintln(stdout, id)
+		infos, err := results(s)
+		for _, r := range infos {
+			fmt.Fprintf(stdout, "%s\t%s\t%s\n", r.ID, r.Created.UTC().Format(time.RFC3339), r.LastUsed.UTC().Format(time.RFC3339))
 		}
 		return err
 	case "keygen":
@@ -143,8 +152,26 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 			return s.Import(ctx, id, r, store.ImportOptions{TrustedKeys: keys, Zstd: zstd.Decompress})
 		})
 	case "prune":
-		// TODO(issue 13): store.Prune is not on main yet (branch builder).
-		return fmt.Errorf("prune: not available in this version of the store: %w", errors.ErrUnsupported)
+		if usedBefore < 0 {
+			return fmt.Errorf("prune: -used-before %v: want a duration ≥ 0: %w", usedBefore, fs.ErrInvalid)
+		}
+		if fl.NArg() > 0 {
+			return fmt.Errorf("prune: unexpected arguments %q: %w", fl.Args(), fs.ErrInvalid)
+		}
+		s, err := open()
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		opts := store.PruneOptions{Limit: limit, MinFreeSpace: minFree}
+		if usedBefore > 0 {
+			opts.UsedBefore = time.Now().Add(-usedBefore)
+		}
+		deleted, err := s.Prune(ctx, opts)
+		for _, id := range deleted {
+			fmt.Fprintln(stdout, "deleted", id)
+		}
+		return err
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q: %w", cmd, flag.ErrHelp)
@@ -198,28 +225,24 @@ func oldestFirst(s *store.Store, ids []string) []string {
 	return ids
 }
 
-// results lists the store's results.
-// TODO(issue 13): use store.Results once it is on main (branch builder).
-func results(s *store.Store) ([]string, error) {
-	es, err := os.ReadDir(filepath.Join(s.Root(), "result"))
-	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	for _, e := range es {
-		if _, err := s.Result(e.Name()); err == nil {
-			ids = append(ids, e.Name())
+// results lists the store's results, by id.
+func results(s *store.Store) ([]store.ResultInfo, error) {
+	var infos []store.ResultInfo
+	for r, err := range s.Results() {
+		if err != nil {
+			return infos, err
 		}
+		infos = append(infos, r)
 	}
-	sort.Strings(ids)
-	return ids, nil
+	slices.SortFunc(infos, func(a, b store.ResultInfo) int { return cmp.Compare(a.ID, b.ID) })
+	return infos, nil
 }
 
 // remoteFlags say where the remote is.
 type remoteFlags struct {
-	dir                                      string
-	endpoint, bucket, prefix, region, access string
-	insecure                                 bool
+	dir                              string
+	endpoint, bucket, prefix, region string
+	insecure                         bool
 }
 
 func (rf *remoteFlags) register(fl *flag.FlagSet) {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/remote"
@@ -116,7 +117,7 @@ func TestExportImportCommands(t *testing.T) {
 		t.Errorf("r2 exported with parent %+v (%v), want an increment on r1", m.Parent, err)
 	}
 	cli("import", "-root", b.Path, "-trust", pub, "-dir", remoteDir, "r2")
-	if got := cli("results", "-root", b.Path); got != "r1\nr2\n" {
+	if got := resultIDs(t, cli("results", "-root", b.Path)); got != "r1 r2" {
 		t.Errorf("results on B: %q, want r1 and r2", got)
 	}
 	data, err = os.ReadFile(filepath.Join(b.Path, "result", "r2", "snapshot", "r1"))
@@ -130,5 +131,92 @@ func TestExportImportCommands(t *testing.T) {
 	err = run(ctx, []string{"import", "-root", b.Path, "-trust", pub, "-dir", remoteDir, "r2"}, env, &bytes.Buffer{}, &errs)
 	if !errors.Is(err, fs.ErrExist) {
 		t.Errorf("import again: %v, want fs.ErrExist", err)
+	}
+}
+
+// resultIDs checks the lines results printed (id, created, last used) and
+// returns the ids, space-separated.
+func resultIDs(t *testing.T, out string) string {
+	t.Helper()
+	var ids []string
+	for line := range strings.Lines(out) {
+		f := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
+		if len(f) != 3 {
+			t.Fatalf("results line %q: want id, created, last used", line)
+		}
+		created, err1 := time.Parse(time.RFC3339, f[1])
+		used, err2 := time.Parse(time.RFC3339, f[2])
+		if err1 != nil || err2 != nil || created.IsZero() || used.Before(created) || time.Since(created) > time.Hour {
+			t.Fatalf("results line %q: created %v (%v), last used %v (%v)", line, created, err1, used, err2)
+		}
+		ids = append(ids, f[0])
+	}
+	return strings.Join(ids, " ")
+}
+
+func TestResultsAndPruneCommands(t *testing.T) {
+	btrfstest.RequireRoot(t)
+	ctx := context.Background()
+	fsys := btrfstest.New(t)
+	s, err := store.Open(ctx, fsys.Path, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"r1", "r2", "r3"} {
+		err := s.Build(ctx, id, "", func(ctx context.Context, dir string) error {
+			return os.WriteFile(filepath.Join(dir, id), []byte(id), 0o644)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // distinct last-use times
+	}
+	if _, err := s.Result("r1"); err != nil { // r1 is now the most recently used
+		t.Fatal(err)
+	}
+	s.Close()
+
+	env := func(string) string { return "" }
+	cli := func(args ...string) (string, error) {
+		var out, errs bytes.Buffer
+		err := run(ctx, args, env, &out, &errs)
+		return out.String(), err
+	}
+	results := func() string {
+		t.Helper()
+		out, err := cli("results", "-root", fsys.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resultIDs(t, out)
+	}
+	if got := results(); got != "r1 r2 r3" {
+		t.Fatalf("results: %q, want r1 r2 r3", got)
+	}
+	for _, bad := range [][]string{{"-limit", "-1"}, {"-min-free", "101"}, {"-used-before", "-1h"}, {"extra"}} {
+		if out, err := cli(append([]string{"prune", "-root", fsys.Path}, bad...)...); !errors.Is(err, fs.ErrInvalid) || out != "" {
+			t.Errorf("prune %q: %q, %v; want fs.ErrInvalid and nothing deleted", bad, out, err)
+		}
+	}
+	if got := results(); got != "r1 r2 r3" {
+		t.Fatalf("results after refused prunes: %q, want r1 r2 r3", got)
+	}
+	if out, err := cli("prune", "-root", fsys.Path, "-used-before", "1h"); err != nil || out != "" {
+		t.Errorf("prune -used-before 1h: %q, %v; want nothing deleted (all used just now)", out, err)
+	}
+	if out, err := cli("prune", "-root", fsys.Path, "-limit", "1"); err != nil || out != "deleted r2\n" {
+		t.Errorf("prune -limit 1: %q, %v; want the least recently used, r2", out, err)
+	}
+	if got := results(); got != "r1 r3" {
+		t.Errorf("results after prune -limit 1: %q, want r1 r3", got)
+	}
+	if _, err := os.Stat(filepath.Join(fsys.Path, "result", "r2")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("result/r2 after prune: %v, want gone", err)
+	}
+	if out, err := cli("prune", "-root", fsys.Path); err != nil || out != "deleted r3\ndeleted r1\n" {
+		t.Errorf("prune: %q, %v; want r3 then r1 (least recently used first)", out, err)
+	}
+	if got := results(); got != "" {
+		t.Errorf("results after prune: %q, want none", got)
 	}
 }

@@ -2,7 +2,7 @@
 // running kernel's version once per process. It is a leaf package (it
 // imports only x/sys/unix), so that the library (kernel, ioctl) and the test
 // fixture (btrfstest, which kernel's tests import) share one
-// parser. kernel.KernelVersion is this package's Version.
+// parser. kernel.Version is this package's Version.
 //
 // Everything here is safe for concurrent use and needs no privilege.
 package kversion

@@ -297,15 +297,15 @@ func TestCorruptedPartRefused(t *testing.T) {
 	target, _ := url.Parse("http://" + srv.Endpoint)
 	var flipped atomic.Int32
 	var trailers atomic.Value
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	director := proxy.Director
-	proxy.Director = func(req *http.Request) {
-		director(req)
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(target)
+		pr.Out.Host = pr.In.Host
+		req := pr.Out
 		if req.Method == http.MethodPut && req.URL.Query().Has("partNumber") {
 			trailers.Store(req.Header.Get("X-Amz-Trailer"))
 			req.Body = &flipAt{r: req.Body, at: 1 << 20, done: &flipped}
 		}
-	}
+	}}
 	ts := httptest.NewServer(proxy)
 	defer ts.Close()
 

@@ -18,12 +18,11 @@ import (
 
 // cpioEntry is one entry read back by readCpio.
 type cpioEntry struct {
-	name       string
-	mode       uint32
-	data       string
-	rdevMajor  uint32
-	rdevMinor  uint32
-	headerSize int
+	name      string
+	mode      uint32
+	data      string
+	rdevMajor uint32
+	rdevMinor uint32
 }
 
 // readCpio parses a newc archive, checking the 4-byte alignment on the way.

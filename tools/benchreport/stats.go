@@ -66,28 +66,6 @@ func (rs *results) median(name, unit string) (float64, bool) {
 	return median(vs), len(vs) > 0
 }
 
-// ratioBy returns the median over rounds of f(round), over the rounds where
-// f is defined, and the number of such rounds.
-func (rs *results) ratioBy(f func(r int) (float64, bool)) (float64, int) {
-	var vs []float64
-	for r := range rs.rounds {
-		if v, ok := f(r); ok {
-			vs = append(vs, v)
-		}
-	}
-	return median(vs), len(vs)
-}
-
-// ratio returns the median over rounds of num's unit over den's, in the
-// rounds where both were measured: the two ran close together in time.
-func (rs *results) ratio(num, den, unit string) (float64, int) {
-	return rs.ratioBy(func(r int) (float64, bool) {
-		n, ok1 := rs.metric(num, unit, r)
-		d, ok2 := rs.metric(den, unit, r)
-		return n / d, ok1 && ok2 && d > 0
-	})
-}
-
 // why returns why name has no measurement: its skip reason or its error,
 // or "".
 func (rs *results) why(name string) string {
