@@ -1,7 +1,6 @@
 package ioctl
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,16 +14,7 @@ import (
 const btrfsExamples = "^ExampleSubvolumes$"
 
 func TestMain(m *testing.M) {
-	// As another user, skip them (-skip) unless BTRFS_TEST_REQUIRE=1, where
-	// they run and fail, as a test that needs root does.
-	if os.Geteuid() != 0 && os.Getenv("BTRFS_TEST_REQUIRE") != "1" {
-		flag.Parse()
-		skip := btrfsExamples
-		if old := flag.Lookup("test.skip").Value.String(); old != "" {
-			skip = old + "|" + skip
-		}
-		flag.Set("test.skip", skip)
-	}
+	btrfstest.SkipRootExamples(btrfsExamples)
 	btrfstest.Main(m)
 }
 

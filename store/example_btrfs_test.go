@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"testing"
 
 	"github.com/go-logr/logr/funcr"
 
@@ -14,34 +13,10 @@ import (
 	"github.com/btrstore/btrstore/store"
 )
 
-// Examples run by `go test` get no testing.T, and btrfstest.New needs one:
-// exampleBtrfs gives them a fresh loop-mounted btrfs through exampleTB, which
-// turns a failure into a panic (the example fails) and runs the cleanups
-// when the example calls the function it returns. These examples need root:
-// as another user TestMain skips them (see btrfsExamples), unless
-// BTRFS_TEST_REQUIRE=1, where they run and fail.
-type exampleTB struct {
-	testing.TB // nil: a method not defined below panics
-	cleanups   []func()
-}
-
-func (e *exampleTB) Helper()                           {}
-func (e *exampleTB) Cleanup(fn func())                 { e.cleanups = append(e.cleanups, fn) }
-func (e *exampleTB) Logf(format string, args ...any)   { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-func (e *exampleTB) Errorf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
-func (e *exampleTB) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
-func (e *exampleTB) Skipf(format string, args ...any)  { panic(fmt.Sprintf(format, args...)) }
-
-// exampleBtrfs returns the mount point of a fresh btrfs and the function
-// that unmounts and removes it.
+// exampleBtrfs gives an example a fresh loop-mounted btrfs (see
+// btrfstest.ForExample; TestMain skips these examples when not root).
 func exampleBtrfs() (mnt string, remove func()) {
-	tb := &exampleTB{}
-	fsys := btrfstest.New(tb, btrfstest.Size(256<<20))
-	return fsys.Path, func() {
-		for _, fn := range slices.Backward(tb.cleanups) {
-			fn()
-		}
-	}
+	return btrfstest.ForExample(btrfstest.Size(256 << 20))
 }
 
 // Open with a logger: funcr (part of logr) formats each record as

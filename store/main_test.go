@@ -1,8 +1,6 @@
 package store
 
 import (
-	"flag"
-	"os"
 	"testing"
 
 	"github.com/btrstore/btrstore/btrfstest"
@@ -13,15 +11,6 @@ import (
 const btrfsExamples = "^Example(Open_funcr|Store_LogFile)$"
 
 func TestMain(m *testing.M) {
-	// As another user, skip them (-skip) unless BTRFS_TEST_REQUIRE=1, where
-	// they run and fail, as a test that needs root does.
-	if os.Geteuid() != 0 && os.Getenv("BTRFS_TEST_REQUIRE") != "1" {
-		flag.Parse()
-		skip := btrfsExamples
-		if old := flag.Lookup("test.skip").Value.String(); old != "" {
-			skip = old + "|" + skip
-		}
-		flag.Set("test.skip", skip)
-	}
+	btrfstest.SkipRootExamples(btrfsExamples)
 	btrfstest.Main(m)
 }
