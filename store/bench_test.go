@@ -106,26 +106,7 @@ func benchWrite(dir string) error {
 }
 
 // benchFill writes benchFileCount files into dir.
-func benchFill(dir string) error {
-	content := []byte(strings.Repeat("x", benchFileSize))
-	for i := range benchFileCount {
-		if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i)), content, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// benchNames returns n names, prefix followed by the index, made before
-// the timer starts so that no implementation pays for formatting its
-// arguments (the store formats its temporary names itself).
-func benchNames(prefix string, n int) []string {
-	names := make([]string, n)
-	for i := range names {
-		names[i] = prefix + strconv.Itoa(i)
-	}
-	return names
-}
+func benchFill(dir string) error { return btrfstest.Fill(dir, benchFileCount, benchFileSize) }
 
 // benchEnv is a store on a fresh filesystem holding the base result
 // "base" and the cache "cache", committed, and directory fds on its layout
@@ -363,14 +344,14 @@ func BenchmarkBuild(b *testing.B) {
 	for _, impl := range benchBuildImpls {
 		b.Run("impl="+impl.name, func(b *testing.B) {
 			e := newBenchEnv(b)
-			benchLoop(b, impl.prepare(e, benchNames("r", b.N))())
+			benchLoop(b, impl.prepare(e, btrfstest.Names("r", b.N))())
 		})
 	}
 	for _, cli := range benchCLIs {
 		b.Run("impl="+cli.impl, func(b *testing.B) {
 			btrfs := benchBtrfs(b, cli.sudo)
 			e := newBenchEnv(b)
-			benchLoop(b, prepareCLIBuild(e, benchNames("r", b.N), btrfs))
+			benchLoop(b, prepareCLIBuild(e, btrfstest.Names("r", b.N), btrfs))
 		})
 	}
 }
@@ -468,7 +449,7 @@ func BenchmarkBuildParallel(b *testing.B) {
 		for _, impl := range benchBuildImpls {
 			b.Run(fmt.Sprintf("builders=%d/impl=%s", builders, impl.name), func(b *testing.B) {
 				e := newBenchEnv(b)
-				newBuilder := impl.prepare(e, benchNames("r", b.N))
+				newBuilder := impl.prepare(e, btrfstest.Names("r", b.N))
 				var next atomic.Int64
 				var failed sync.Once
 				var wg sync.WaitGroup
@@ -536,8 +517,8 @@ func prepareStoreCache(e *benchEnv, _ int, _ string) func(i int) error {
 // with c-cache; the old version deleted; the clone deleted.
 func prepareBareCache(e *benchEnv, n int, prefix string) func(i int) error {
 	entry := Escape("cache")
-	clones := benchNames("k"+prefix, n)
-	versions := benchNames("t-"+prefix, n)
+	clones := btrfstest.Names("k"+prefix, n)
+	versions := btrfstest.Names("t-"+prefix, n)
 	clonePaths := make([]string, n)
 	for i, c := range clones {
 		clonePaths[i] = filepath.Join(e.root, cacheTmpDir, c)
@@ -641,7 +622,7 @@ type benchSeedCacheOps struct {
 // moment without a cache), the clone deleted.
 func prepareSeedCache(e *benchEnv, n int, ops benchSeedCacheOps) func(i int) error {
 	master := filepath.Join(e.root, cacheDir, Escape("cache"))
-	clones := benchNames(filepath.Join(e.root, cacheTmpDir, "k"), n)
+	clones := btrfstest.Names(filepath.Join(e.root, cacheTmpDir, "k"), n)
 	return func(i int) error {
 		if err := ops.snapshot(master, clones[i], false); err != nil {
 			return err
@@ -691,7 +672,7 @@ func BenchmarkCompleteDeletes(b *testing.B) {
 		step := func(_ context.Context, dir string) error { return benchWrite(dir) }
 		ids := make([][]string, b.N)
 		for i := range ids {
-			ids[i] = benchNames("r"+strconv.Itoa(i)+"-", benchDeletesPerOp)
+			ids[i] = btrfstest.Names("r"+strconv.Itoa(i)+"-", benchDeletesPerOp)
 			for _, id := range ids[i] {
 				if err := e.s.Build(ctx, id, "base", step); err != nil {
 					b.Fatal(err)
@@ -778,8 +759,8 @@ func BenchmarkCompleteDeletes(b *testing.B) {
 func BenchmarkPaired(b *testing.B) {
 	b.Run("cycle=build", func(b *testing.B) {
 		e := newBenchEnv(b)
-		store := prepareStoreBuild(e, benchNames("r", b.N))()
-		bare := prepareBareBuild(e, benchNames("q", b.N))()
+		store := prepareStoreBuild(e, btrfstest.Names("r", b.N))()
+		bare := prepareBareBuild(e, btrfstest.Names("q", b.N))()
 		benchAlternate(b, store, bare)
 	})
 	// The store beside the bare sequence on the seed's layout (reported
@@ -787,14 +768,14 @@ func BenchmarkPaired(b *testing.B) {
 	// layout that lets several scale.
 	b.Run("cycle=build-seed-layout", func(b *testing.B) {
 		e := newBenchEnv(b)
-		store := prepareStoreBuild(e, benchNames("r", b.N))()
-		naive := prepareNaiveBuild(e, benchNames("q", b.N))()
+		store := prepareStoreBuild(e, btrfstest.Names("r", b.N))()
+		naive := prepareNaiveBuild(e, btrfstest.Names("q", b.N))()
 		benchAlternate(b, store, naive)
 	})
 	b.Run("cycle=control", func(b *testing.B) {
 		e := newBenchEnv(b)
-		bare1 := prepareBareBuild(e, benchNames("r", b.N))()
-		bare2 := prepareBareBuild(e, benchNames("q", b.N))()
+		bare1 := prepareBareBuild(e, btrfstest.Names("r", b.N))()
+		bare2 := prepareBareBuild(e, btrfstest.Names("q", b.N))()
 		benchAlternate(b, bare1, bare2)
 	})
 	b.Run("cycle=cache", func(b *testing.B) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +43,7 @@ func BenchmarkCacheCycleUnchanged(b *testing.B) {
 		btrfs := benchBtrfs(b, false)
 		e := newBenchEnv(b)
 		master := filepath.Join(e.root, cacheDir, Escape("cache"))
-		clones := benchNames(filepath.Join(e.root, cacheTmpDir, "k"), b.N)
+		clones := btrfstest.Names(filepath.Join(e.root, cacheTmpDir, "k"), b.N)
 		benchLoop(b, func(i int) error {
 			if err := btrfs("subvolume", "snapshot", master, clones[i]); err != nil {
 				return err
@@ -74,7 +75,7 @@ func prepareStoreCacheUnchanged(e *benchEnv) func(i int) error {
 
 func prepareBareCacheUnchanged(e *benchEnv, n int) func(i int) error {
 	entry := Escape("cache")
-	clones := benchNames("kbare", n)
+	clones := btrfstest.Names("kbare", n)
 	var clone, flush ioctl.VolArgsV2
 	var drop ioctl.VolArgs
 	for i := range flush.Name[:256] {
