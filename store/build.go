@@ -213,7 +213,7 @@ func (s *Store) makeWork(tmpFd int, base string) error {
 // explainSnapshotEPERM adds to EPERM from snapshotting the subvolume open
 // as srcFd what the kernel wants: owning the subvolume's root (a build
 // step may have given it away) or CAP_FOWNER.
-func explainSnapshotEPERM(err error, srcFd int, display string) error {
+func explainSnapshotEPERM(err error, srcFd int, what string) error {
 	var st unix.Stat_t
 	if unix.Fstat(srcFd, &st) != nil || int(st.Uid) == os.Geteuid() {
 		return err
@@ -223,7 +223,7 @@ func explainSnapshotEPERM(err error, srcFd int, display string) error {
 	}
 	return fmt.Errorf("%w: %s is owned by uid %d (a build step gave its directory away), and snapshotting a subvolume "+
 		"another user owns needs CAP_FOWNER: grant it (`setpriv --inh-caps=+fowner --ambient-caps=+fowner ...`, "+
-		"or `docker run --cap-add FOWNER`, a Docker default)", err, display, st.Uid)
+		"or `docker run --cap-add FOWNER`, a Docker default)", err, what, st.Uid)
 }
 
 // publish freezes the work subvolume as a read-only snapshot in a fresh

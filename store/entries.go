@@ -11,6 +11,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// dir is a directory of the store open as fd, with its path relative to
+// the root ("." for the root) to name it and its entries in errors and logs.
+type dir struct {
+	fd   int
+	path string
+}
+
+// join is the path of entry name of d, its middle elided past maxDisplay
+// bytes.
+func (d dir) join(name string) string {
+	if d.path == "." {
+		return name
+	}
+	p := d.path + "/" + name
+	if len(p) <= maxDisplay {
+		return p
+	}
+	const keep = maxDisplay/2 - 2
+	return p[:keep] + "/.../" + p[len(p)-keep:]
+}
+
+// maxDisplay bounds the length of a path in an error or log line: a
+// deep tree's would otherwise fill kilobytes.
+const maxDisplay = 256
+
 // openDirAt opens name in dirFd as a directory without following a
 // symlink, crossing a mount or leaving dirFd (beneath.OpenDir: never
 // through a symlink, a build step may plant one anywhere it can write;

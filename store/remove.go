@@ -26,29 +26,30 @@ import (
 // permission restored where the kernel asks for them. Each of these is
 // tried once, when the kernel refuses, so that the usual removal costs no
 // more than its system calls. What it could not remove is in the error,
-// by path relative to the root: dir is dirFd's ("result-tmp/b3").
-func (s *Store) removeEntry(dirFd int, dir, name string) error {
-	return s.remove(dirFd, name, path.Join(dir, name))
+// by path relative to the root: dirPath is dirFd's ("result-tmp/b3", "."
+// for the root).
+func (s *Store) removeEntry(dirFd int, dirPath, name string) error {
+	return s.remove(dir{dirFd, dirPath}, name)
 }
 
-// remove is removeEntry with display naming the entry in errors.
-func (s *Store) remove(dirFd int, name, display string) error {
+// remove is removeEntry on d.
+func (s *Store) remove(d dir, name string) error {
 	detached := false
 	for {
 		var stx unix.Statx_t
-		err := unix.Statx(dirFd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE|unix.STATX_INO, &stx)
+		err := unix.Statx(d.fd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE|unix.STATX_INO, &stx)
 		if err == unix.ENOENT {
 			return nil
 		}
 		if err != nil {
-			return &fs.PathError{Op: "statx", Path: display, Err: err}
+			return &fs.PathError{Op: "statx", Path: d.join(name), Err: err}
 		}
 		// A mount on the entry: stat describes the mounted root, and
 		// nothing below may be touched until it is gone.
 		mounted := stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
 		if !mounted {
 			var mountHit bool
-			mountHit, err = s.removeKind(dirFd, name, display, &stx)
+			mountHit, err = s.removeKind(d, name, &stx)
 			if !mountHit || detached {
 				return err
 			}
@@ -56,11 +57,12 @@ func (s *Store) remove(dirFd int, name, display string) error {
 			// that the kernel did not flag (Linux < 5.8) or that
 			// rmdir will not drop.
 		} else if detached {
+			p := d.join(name)
 			return fmt.Errorf("%s is still a mount point after detaching the mounts listed there: %w",
-				display, &fs.PathError{Op: "statx", Path: display, Err: unix.EBUSY})
+				p, &fs.PathError{Op: "statx", Path: p, Err: unix.EBUSY})
 		}
 		detached = true
-		if derr := s.detachMounts(dirFd, name, display); derr != nil {
+		if derr := s.detachMounts(d, name); derr != nil {
 			return errors.Join(err, derr)
 		}
 	}
@@ -68,14 +70,14 @@ func (s *Store) remove(dirFd int, name, display string) error {
 
 // removeKind removes the entry that stx describes. mountHit reports that
 // the entry's own removal failed with EBUSY or EXDEV, the sign of a mount.
-func (s *Store) removeKind(dirFd int, name, display string, stx *unix.Statx_t) (mountHit bool, err error) {
+func (s *Store) removeKind(d dir, name string, stx *unix.Statx_t) (mountHit bool, err error) {
 	switch {
 	case stx.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return s.unlink(dirFd, name, display, 0, stx.Mode&unix.S_IFMT == unix.S_IFREG)
+		return s.unlink(d, name, 0, stx.Mode&unix.S_IFMT == unix.S_IFREG)
 	case stx.Ino == ioctl.BTRFS_FIRST_FREE_OBJECTID:
-		return s.deleteSubvolume(dirFd, name, display)
+		return s.deleteSubvolume(d, name)
 	}
-	return s.removeDir(dirFd, name, display)
+	return s.removeDir(d, name)
 }
 
 // maxRemoveFds bounds the directory descriptors that removeDir holds at
@@ -86,10 +88,9 @@ const maxRemoveFds = 32
 
 // rmFrame is a directory removeDir is in: one per level of the walk.
 type rmFrame struct {
-	name     string // in the parent frame's directory (frame 0's: in dirFd)
-	display  string
+	dir             // fd -1 while closed, to bound the descriptors held
+	name     string // in the parent frame's directory (frame 0's: in removeDir's d)
 	dev, ino uint64 // what was opened, checked when it is opened again
-	fd       int    // -1 while closed, to bound the descriptors held
 	names    []string
 	listed   bool
 	failed   bool // something below could not be removed: keep the directory
@@ -97,15 +98,15 @@ type rmFrame struct {
 
 // openDir opens directory name in dirFd for removal, giving the owner
 // search permission back if it lacks it.
-func (s *Store) openDir(dirFd int, name, display string) (int, error) {
+func openDir(dirFd int, name string) (int, error) {
 	fd, err := openDirAt(dirFd, name)
-	if err != nil && errors.Is(err, unix.EACCES) && s.restoreSearch(dirFd, name, display) {
+	if err != nil && errors.Is(err, unix.EACCES) && restoreSearch(dirFd, name) {
 		fd, err = openDirAt(dirFd, name)
 	}
 	return fd, err
 }
 
-// removeDir removes the plain directory name in dirFd and everything
+// removeDir removes the plain directory name in d and everything
 // below it, depth first, without recursion and holding at most
 // maxRemoveFds descriptors: a directory whose descriptor was closed to
 // stay within the bound is opened again from its nearest open ancestor,
@@ -113,18 +114,18 @@ func (s *Store) openDir(dirFd int, name, display string) (int, error) {
 // the one opened before. Entries other than plain directories go to
 // remove. What cannot be removed is reported (capped, see errList) and
 // the directories holding it stay.
-func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err error) {
-	fd, err := s.openDir(dirFd, name, display)
+func (s *Store) removeDir(d dir, name string) (mountHit bool, err error) {
+	fd, err := openDir(d.fd, name)
 	if err != nil {
 		return errors.Is(err, unix.EXDEV), err
 	}
 	var errs errList
 	frames := make([]rmFrame, 0, 8)
 	open := 0
-	push := func(fd int, name, display string) {
+	push := func(in dir, fd int, name string) {
 		var st unix.Stat_t
 		unix.Fstat(fd, &st)
-		frames = append(frames, rmFrame{name: name, display: display, dev: uint64(st.Dev), ino: st.Ino, fd: fd})
+		frames = append(frames, rmFrame{dir: dir{fd, in.join(name)}, name: name, dev: uint64(st.Dev), ino: st.Ino})
 		open++
 		for i := 0; open > maxRemoveFds && i < len(frames)-1; i++ {
 			if frames[i].fd >= 0 {
@@ -139,7 +140,7 @@ func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err e
 		if frames[i].fd >= 0 {
 			return nil
 		}
-		n, err := s.reopenFrames(dirFd, frames, i)
+		n, err := s.reopenFrames(d.fd, frames, i)
 		open += n
 		for j := 0; open > maxRemoveFds && j < i; j++ {
 			if frames[j].fd >= 0 {
@@ -150,7 +151,7 @@ func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err e
 		}
 		return err
 	}
-	push(fd, name, display)
+	push(d, fd, name)
 	for len(frames) > 0 {
 		i := len(frames) - 1
 		top := &frames[i]
@@ -162,7 +163,7 @@ func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err e
 			top.listed = true
 			names, err := readDirNames(top.fd)
 			if err != nil {
-				errs.add(&fs.PathError{Op: "readdir", Path: top.display, Err: err})
+				errs.add(&fs.PathError{Op: "readdir", Path: top.path, Err: err})
 				top.failed = true
 			}
 			top.names = names
@@ -170,22 +171,21 @@ func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err e
 		if len(top.names) > 0 {
 			n := top.names[len(top.names)-1]
 			top.names = top.names[:len(top.names)-1]
-			child := joinDisplay(top.display, n)
 			var stx unix.Statx_t
 			err := unix.Statx(top.fd, n, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE|unix.STATX_INO, &stx)
 			if err == unix.ENOENT {
 				continue
 			}
 			if err != nil {
-				errs.add(&fs.PathError{Op: "statx", Path: child, Err: err})
+				errs.add(&fs.PathError{Op: "statx", Path: top.join(n), Err: err})
 				top.failed = true
 				continue
 			}
 			if stx.Mode&unix.S_IFMT == unix.S_IFDIR && stx.Ino != ioctl.BTRFS_FIRST_FREE_OBJECTID &&
 				stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
-				cfd, err := s.openDir(top.fd, n, child)
+				cfd, err := openDir(top.fd, n)
 				if err == nil {
-					push(cfd, n, child)
+					push(top.dir, cfd, n)
 					continue
 				}
 				if !errors.Is(err, unix.EXDEV) {
@@ -195,7 +195,7 @@ func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err e
 				}
 				// A mount the kernel did not flag: remove detaches it.
 			}
-			if err := s.remove(top.fd, n, child); err != nil {
+			if err := s.remove(top.dir, n); err != nil {
 				errs.add(err)
 				top.failed = true
 			}
@@ -216,7 +216,7 @@ func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err e
 			continue
 		}
 		if i == 0 {
-			hit, err := s.unlink(dirFd, f.name, f.display, unix.AT_REMOVEDIR, false)
+			hit, err := s.unlink(d, f.name, unix.AT_REMOVEDIR, false)
 			if err != nil {
 				errs.add(err)
 			}
@@ -227,14 +227,14 @@ func (s *Store) removeDir(dirFd int, name, display string) (mountHit bool, err e
 			frames[i-1].failed = true
 			continue
 		}
-		pfd := frames[i-1].fd
-		hit, err := s.unlink(pfd, f.name, f.display, unix.AT_REMOVEDIR, false)
+		parent := frames[i-1].dir
+		hit, err := s.unlink(parent, f.name, unix.AT_REMOVEDIR, false)
 		if hit {
 			// A mount on the emptied directory: detach, try again.
-			if derr := s.detachMounts(pfd, f.name, f.display); derr != nil {
+			if derr := s.detachMounts(parent, f.name); derr != nil {
 				err = errors.Join(err, derr)
 			} else {
-				_, err = s.unlink(pfd, f.name, f.display, unix.AT_REMOVEDIR, false)
+				_, err = s.unlink(parent, f.name, unix.AT_REMOVEDIR, false)
 			}
 		}
 		if err != nil {
@@ -278,7 +278,7 @@ func (s *Store) reopenFrames(dirFd int, frames []rmFrame, i int) (opened int, er
 			unix.Close(cur)
 		}
 		if err != nil {
-			return opened, fmt.Errorf("%s: opening it again: %w", frames[m-1].display, err)
+			return opened, fmt.Errorf("%s: opening it again: %w", frames[m-1].path, err)
 		}
 		cur, k = fd, m
 		if err := frames[m-1].same(fd); err != nil {
@@ -298,7 +298,7 @@ func (s *Store) reopenFrames(dirFd int, frames []rmFrame, i int) (opened int, er
 			}
 		}
 		if err != nil {
-			return opened, fmt.Errorf("%s: opening it again: %w", frames[k].display, err)
+			return opened, fmt.Errorf("%s: opening it again: %w", frames[k].path, err)
 		}
 		frames[k].fd = fd
 		opened++
@@ -314,23 +314,9 @@ func (f *rmFrame) same(fd int) error {
 		return err
 	}
 	if uint64(st.Dev) != f.dev || st.Ino != f.ino {
-		return fmt.Errorf("%s was replaced during its removal: %w", f.display, &fs.PathError{Op: "open", Path: f.display, Err: unix.ESTALE})
+		return fmt.Errorf("%s was replaced during its removal: %w", f.path, &fs.PathError{Op: "open", Path: f.path, Err: unix.ESTALE})
 	}
 	return nil
-}
-
-// maxDisplay bounds the length of a path in an error or log line: a
-// deep tree's would otherwise fill kilobytes.
-const maxDisplay = 256
-
-// joinDisplay is dir/name, its middle elided past maxDisplay bytes.
-func joinDisplay(dir, name string) string {
-	p := dir + "/" + name
-	if len(p) <= maxDisplay {
-		return p
-	}
-	const keep = maxDisplay/2 - 2
-	return p[:keep] + "/.../" + p[len(p)-keep:]
 }
 
 // maxErrs bounds the errors an errList keeps.
@@ -365,40 +351,40 @@ func (l *errList) err() error {
 // unlink unlinks a file (flags 0) or removes an empty directory
 // (AT_REMOVEDIR). If the kernel refuses for want of permission, it clears
 // the immutable and append-only flags of the entry (regular files and
-// directories only: nothing else is opened) and of dirFd, restores the
-// owner's write and search permission on dirFd, and tries again.
-func (s *Store) unlink(dirFd int, name, display string, flags int, regular bool) (mountHit bool, err error) {
-	err = unix.Unlinkat(dirFd, name, flags)
+// directories only: nothing else is opened) and of d, restores the
+// owner's write and search permission on d, and tries again.
+func (s *Store) unlink(d dir, name string, flags int, regular bool) (mountHit bool, err error) {
+	err = unix.Unlinkat(d.fd, name, flags)
 	if err == unix.EPERM || err == unix.EACCES {
 		var uerr error
 		if regular || flags&unix.AT_REMOVEDIR != 0 {
-			uerr = s.unprotectEntry(dirFd, name, display, flags&unix.AT_REMOVEDIR != 0)
+			uerr = s.unprotectEntry(d, name, flags&unix.AT_REMOVEDIR != 0)
 		}
-		if perr := s.unlockParent(dirFd, display); uerr == nil {
+		if perr := s.unlockParent(d); uerr == nil {
 			uerr = perr
 		}
 		if uerr != nil {
-			return false, fmt.Errorf("%w; %w", &fs.PathError{Op: "unlinkat", Path: display, Err: err}, uerr)
+			return false, fmt.Errorf("%w; %w", &fs.PathError{Op: "unlinkat", Path: d.join(name), Err: err}, uerr)
 		}
-		err = unix.Unlinkat(dirFd, name, flags)
+		err = unix.Unlinkat(d.fd, name, flags)
 	}
 	switch err {
 	case nil, unix.ENOENT:
 		return false, nil
 	case unix.EBUSY:
-		return true, &fs.PathError{Op: "unlinkat", Path: display, Err: err}
+		return true, &fs.PathError{Op: "unlinkat", Path: d.join(name), Err: err}
 	}
-	return false, &fs.PathError{Op: "unlinkat", Path: display, Err: err}
+	return false, &fs.PathError{Op: "unlinkat", Path: d.join(name), Err: err}
 }
 
 // unprotectEntry clears the immutable and append-only flags of the
-// regular file or directory name in dirFd.
-func (s *Store) unprotectEntry(dirFd int, name, display string, dir bool) error {
+// regular file or directory name in d.
+func (s *Store) unprotectEntry(d dir, name string, isDir bool) error {
 	flags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY
-	if dir {
+	if isDir {
 		flags = unix.O_RDONLY | unix.O_DIRECTORY
 	}
-	fd, err := openBeneath(dirFd, name, flags)
+	fd, err := openBeneath(d.fd, name, flags)
 	if err != nil {
 		return err
 	}
@@ -406,44 +392,41 @@ func (s *Store) unprotectEntry(dirFd int, name, display string, dir bool) error 
 	// Only regular files and directories are opened: a device or a FIFO
 	// planted in the entry's place since its stat fails the check below
 	// (and opening it had no effect: O_NONBLOCK, O_NOCTTY).
+	p := d.join(name)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return &fs.PathError{Op: "fstat", Path: display, Err: err}
+		return &fs.PathError{Op: "fstat", Path: p, Err: err}
 	}
 	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR {
 		return nil
 	}
-	if changed, err := clearProtection(fd, display); err != nil {
+	if changed, err := clearProtection(fd, p); err != nil {
 		return err
 	} else if changed {
-		s.log.Info("cleared the immutable or append-only flag a build left", "path", display)
+		s.log.Info("cleared the immutable or append-only flag a build left", "path", p)
 	}
 	return nil
 }
 
-// unlockParent makes the directory open as dirFd one that entries can be
-// removed from: not immutable or append-only, with the owner's write and
-// search permission. display is the path of an entry in it.
-func (s *Store) unlockParent(dirFd int, display string) error {
-	parent := path.Dir(display)
-	changed, err := clearProtection(dirFd, parent)
+// unlockParent makes d one that entries can be removed from: not
+// immutable or append-only, with the owner's write and search permission.
+func (s *Store) unlockParent(d dir) error {
+	changed, err := clearProtection(d.fd, d.path)
 	if err != nil {
 		return err
 	}
 	if changed {
-		s.log.Info("cleared the immutable or append-only flag a build left", "path", parent)
+		s.log.Info("cleared the immutable or append-only flag a build left", "path", d.path)
 	}
-	if _, err := addOwnerPerms(dirFd, 0o300, parent); err != nil {
-		return err
-	}
-	return nil
+	_, err = addOwnerPerms(d, 0o300)
+	return err
 }
 
 // restoreSearch gives the owner read and search permission on directory
 // name in dirFd again (a build step may leave a directory 0000), through
 // an O_PATH descriptor, so that it can be listed; it reports whether it
 // changed anything.
-func (s *Store) restoreSearch(dirFd int, name, display string) bool {
+func restoreSearch(dirFd int, name string) bool {
 	fd, err := openBeneath(dirFd, name, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return false
@@ -466,118 +449,120 @@ func (s *Store) restoreSearch(dirFd int, name, display string) bool {
 // is detached once (see detachMounts). When the kernel refuses for want of
 // permission, the subvolume, and the nested ones, are made deletable (see
 // unlockSubvolume) and the delete tried again.
-func (s *Store) deleteSubvolume(dirFd int, name, display string) (mountHit bool, err error) {
+func (s *Store) deleteSubvolume(d dir, name string) (mountHit bool, err error) {
 	if s.deletes == deleteRmdir {
-		return s.deleteByRmdir(dirFd, name, display) // no privilege (see rootless.go)
+		return s.deleteByRmdir(d, name) // no privilege (see rootless.go)
 	}
 	var flags ioctl.DeleteFlags
 	unlocked, nestedUnlocked, detached := false, false, false
 	for {
-		_, err := ioctl.DeleteSubvolumeAtIDs(dirFd, name, flags)
+		_, err := ioctl.DeleteSubvolumeAtIDs(d.fd, name, flags)
 		switch {
 		case err == nil, errors.Is(err, unix.ENOENT):
 			return false, nil
 		case errors.Is(err, unix.ENOTEMPTY) && flags == 0:
 			flags = ioctl.DeleteRecursive
-			if nerr := s.unlockNested(dirFd, name, display, false); nerr != nil {
+			if nerr := s.unlockNested(d, name, false); nerr != nil {
 				return false, nerr
 			}
 		case errors.Is(err, unix.EXDEV) && flags != 0 && !detached:
 			// A mount hides the way to a nested subvolume.
 			detached = true
-			if derr := s.detachMounts(dirFd, name, display); derr != nil {
-				return false, errors.Join(renameNestedErr(err, name, display), derr)
+			if derr := s.detachMounts(d, name); derr != nil {
+				return false, errors.Join(renameNestedErr(err, d, name), derr)
 			}
 		case (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS)) &&
 			(!unlocked || flags != 0 && !nestedUnlocked):
 			var uerr error
 			if !unlocked {
 				unlocked = true
-				uerr = s.unlockSubvolume(dirFd, name, display)
+				uerr = s.unlockSubvolume(d, name)
 			}
 			if flags != 0 && !nestedUnlocked {
 				nestedUnlocked = true
-				uerr = errors.Join(uerr, s.unlockNested(dirFd, name, display, true))
+				uerr = errors.Join(uerr, s.unlockNested(d, name, true))
 			}
 			if uerr != nil {
-				return false, fmt.Errorf("%w; %w", renameNestedErr(err, name, display), uerr)
+				return false, fmt.Errorf("%w; %w", renameNestedErr(err, d, name), uerr)
 			}
 		default:
-			return errors.Is(err, unix.EBUSY), renameNestedErr(err, name, display)
+			return errors.Is(err, unix.EBUSY), renameNestedErr(err, d, name)
 		}
 	}
 }
 
 // renameNestedErr is renamePathErr for an error of a recursive delete of
-// name, whose path is name or a path below it: the part below is kept.
-func renameNestedErr(err error, name, display string) error {
+// name in d, whose path is name or a path below it: the part below is
+// kept.
+func renameNestedErr(err error, d dir, name string) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		if rest, ok := strings.CutPrefix(pe.Path, name+"/"); ok {
-			return &fs.PathError{Op: pe.Op, Path: display + "/" + rest, Err: pe.Err}
+			return &fs.PathError{Op: pe.Op, Path: d.join(name) + "/" + rest, Err: pe.Err}
 		}
 	}
-	return renamePathErr(err, display)
+	return renamePathErr(err, d.join(name))
 }
 
-// renamePathErr puts display as the path of the ioctl's *fs.PathError,
+// renamePathErr puts path as the path of the ioctl's *fs.PathError,
 // which has only the entry's name.
-func renamePathErr(err error, display string) error {
+func renamePathErr(err error, path string) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
-		return &fs.PathError{Op: pe.Op, Path: display, Err: pe.Err}
+		return &fs.PathError{Op: pe.Op, Path: path, Err: pe.Err}
 	}
 	return err
 }
 
-// unlockSubvolume makes subvolume name in dirFd deletable where the
-// kernel refuses: writable (a read-only subvolume needs CAP_SYS_ADMIN to
-// be deleted), not immutable or append-only (refused even with
+// unlockSubvolume makes subvolume name in d deletable where the kernel
+// refuses: writable (a read-only subvolume needs CAP_SYS_ADMIN to be
+// deleted), not immutable or append-only (refused even with
 // CAP_SYS_ADMIN), with its owner's write and search permission on its root
-// (checked without CAP_SYS_ADMIN), and the same for dirFd. Only the
-// store's temporary entries are ever unlocked: results and caches are
-// renamed there first.
-func (s *Store) unlockSubvolume(dirFd int, name, display string) error {
-	fd, err := openDirAt(dirFd, name)
+// (checked without CAP_SYS_ADMIN), and the same for d. Only the store's
+// temporary entries are ever unlocked: results and caches are renamed
+// there first.
+func (s *Store) unlockSubvolume(d dir, name string) error {
+	fd, err := openDirAt(d.fd, name)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
+	sub := dir{fd, d.join(name)}
 	var errs []error
-	if err := s.makeWritable(fd, display); err != nil {
+	if err := makeWritable(sub); err != nil {
 		errs = append(errs, err)
 	}
-	if changed, err := clearProtection(fd, display); err != nil {
+	if changed, err := clearProtection(fd, sub.path); err != nil {
 		errs = append(errs, err)
 	} else if changed {
-		s.log.Info("cleared the immutable or append-only flag a build left", "path", display)
+		s.log.Info("cleared the immutable or append-only flag a build left", "path", sub.path)
 	}
-	if _, err := addOwnerPerms(fd, 0o300, display); err != nil {
+	if _, err := addOwnerPerms(sub, 0o300); err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.unlockParent(dirFd, display); err != nil {
+	if err := s.unlockParent(d); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// makeWritable clears the read-only flag of the subvolume open as fd, if
-// set (owner or CAP_FOWNER).
-func (s *Store) makeWritable(fd int, display string) error {
-	flags, err := ioctl.SubvolGetflags(fd)
+// makeWritable clears the read-only flag of subvolume d, if set (owner or
+// CAP_FOWNER).
+func makeWritable(d dir) error {
+	flags, err := ioctl.SubvolGetflags(d.fd)
 	if err != nil {
-		return &fs.PathError{Op: "BTRFS_IOC_SUBVOL_GETFLAGS", Path: display, Err: err}
+		return &fs.PathError{Op: "BTRFS_IOC_SUBVOL_GETFLAGS", Path: d.path, Err: err}
 	}
 	if flags&ioctl.BTRFS_SUBVOL_RDONLY == 0 {
 		return nil
 	}
-	if err := ioctl.SubvolSetflags(fd, flags&^ioctl.BTRFS_SUBVOL_RDONLY); err != nil {
-		return &fs.PathError{Op: "BTRFS_IOC_SUBVOL_SETFLAGS", Path: display, Err: err}
+	if err := ioctl.SubvolSetflags(d.fd, flags&^ioctl.BTRFS_SUBVOL_RDONLY); err != nil {
+		return &fs.PathError{Op: "BTRFS_IOC_SUBVOL_SETFLAGS", Path: d.path, Err: err}
 	}
 	return nil
 }
 
-// unlockNested makes the subvolumes nested in subvolume name of dirFd
+// unlockNested makes the subvolumes nested in subvolume name of d
 // deletable where the kernel refuses: the subvolume itself and the
 // read-only nested ones writable (nothing can be deleted from a read-only
 // subvolume: EROFS); with all, every nested one also as unlockSubvolume
@@ -585,34 +570,35 @@ func (s *Store) makeWritable(fd int, display string) error {
 // from the kernel; they are opened as openDirAt does, so that a symlink or
 // mount in the way is never followed: one that cannot be opened is left
 // to the delete to report.
-func (s *Store) unlockNested(dirFd int, name, display string, all bool) error {
-	fd, err := openDirAt(dirFd, name)
+func (s *Store) unlockNested(d dir, name string, all bool) error {
+	fd, err := openDirAt(d.fd, name)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
+	top := dir{fd, d.join(name)}
 	var nested []ioctl.SubvolInfo
 	for info, err := range ioctl.SubvolumesAt(fd, ".") {
 		if err != nil {
-			return renamePathErr(err, display)
+			return renamePathErr(err, top.path)
 		}
 		if info.ReadOnly || all {
 			nested = append(nested, info)
 		}
 	}
-	if err := s.makeWritable(fd, display); err != nil {
+	if err := makeWritable(top); err != nil {
 		return err
 	}
 	var errs []error
 	for _, info := range nested {
-		sub := display + "/" + info.Path
+		sub := top.join(info.Path)
 		if all {
 			if pfd, base, err := beneath.OpenParent(fd, info.Path); err == nil {
-				errs = append(errs, s.unlockSubvolume(pfd, base, sub))
+				errs = append(errs, s.unlockSubvolume(dir{pfd, path.Dir(sub)}, base))
 				unix.Close(pfd)
 			}
 		} else if nfd, err := openDirAt(fd, info.Path); err == nil {
-			errs = append(errs, s.makeWritable(nfd, sub))
+			errs = append(errs, makeWritable(dir{nfd, sub}))
 			unix.Close(nfd)
 		}
 	}

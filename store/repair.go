@@ -28,18 +28,15 @@ func (s *Store) repair(ctx context.Context) error {
 	if err := s.publishStaged(); err != nil {
 		return err
 	}
-	for _, d := range []struct {
-		fd   int
-		name string
-	}{{s.resultTmpFd, resultTmpDir}, {s.cacheTmpFd, cacheTmpDir}} {
+	for _, d := range []dir{{s.resultTmpFd, resultTmpDir}, {s.cacheTmpFd, cacheTmpDir}} {
 		names, err := readDirNames(d.fd)
 		if err != nil {
 			return err
 		}
 		for _, n := range names {
-			s.log.Info("removing left-over entry", "dir", d.name, "entry", n)
-			if err := s.removeEntry(d.fd, d.name, n); err != nil {
-				s.log.Error(err, "cannot remove left-over entry; left for the next Open", "dir", d.name, "entry", n)
+			s.log.Info("removing left-over entry", "dir", d.path, "entry", n)
+			if err := s.removeEntry(d.fd, d.path, n); err != nil {
+				s.log.Error(err, "cannot remove left-over entry; left for the next Open", "dir", d.path, "entry", n)
 			}
 		}
 	}
@@ -58,7 +55,7 @@ func (s *Store) repair(ctx context.Context) error {
 		trash, err := s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")
 		if errors.Is(err, unix.EBUSY) {
 			// A mount on it: detach, and try again.
-			if err = s.detachMounts(s.resultFd, id, resultDir+"/"+id); err == nil {
+			if err = s.detachMounts(dir{s.resultFd, resultDir}, id); err == nil {
 				trash, err = s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")
 			}
 		}
@@ -74,7 +71,7 @@ func (s *Store) repair(ctx context.Context) error {
 		return err
 	}
 	for _, n := range caches {
-		if strings.HasPrefix(n, "c-") && s.isReadOnlySubvolume(s.cacheFd, n, cacheDir+"/"+n) {
+		if strings.HasPrefix(n, "c-") && s.isReadOnlySubvolume(dir{s.cacheFd, cacheDir}, n) {
 			continue
 		}
 		s.log.Info("removing left-over cache entry", "entry", n)
@@ -102,10 +99,10 @@ func (s *Store) publishStaged() error {
 		if err != nil {
 			continue // no staged result
 		}
+		out := dir{outFd, resultTmpDir + "/" + b + "/" + stageDir}
 		ids, _ := readDirNames(outFd)
 		for _, id := range ids {
-			display := resultTmpDir + "/" + b + "/" + stageDir + "/" + id
-			if validID(id) != nil || !s.completeAt(outFd, id, display) || s.resultExists(id) {
+			if validID(id) != nil || !s.completeAt(out, id) || s.resultExists(id) {
 				continue // removed with the rest of result-tmp
 			}
 			if err := moveNoReplace(outFd, id, s.resultFd, id); err != nil {
@@ -121,15 +118,15 @@ func (s *Store) publishStaged() error {
 
 // completeResult reports whether result/<id> is a complete result.
 func (s *Store) completeResult(id string) bool {
-	return s.completeAt(s.resultFd, id, resultDir+"/"+id)
+	return s.completeAt(dir{s.resultFd, resultDir}, id)
 }
 
 // completeAt reports whether name in dirFd is a plain directory holding
 // exactly the read-only subvolume "snapshot". A mount a build step left on
 // it or its snapshot is detached first: it hides the result, it does not
 // make it incomplete.
-func (s *Store) completeAt(dirFd int, name, display string) bool {
-	fd, err := s.openDirDetaching(dirFd, name, display)
+func (s *Store) completeAt(d dir, name string) bool {
+	fd, err := s.openDirDetaching(d, name)
 	if err != nil {
 		return false
 	}
@@ -138,13 +135,13 @@ func (s *Store) completeAt(dirFd int, name, display string) bool {
 	if err != nil || len(names) != 1 || names[0] != snapshotName {
 		return false
 	}
-	return s.isReadOnlySubvolume(fd, snapshotName, display+"/"+snapshotName)
+	return s.isReadOnlySubvolume(dir{fd, d.join(name)}, snapshotName)
 }
 
-// isReadOnlySubvolume reports whether name in dirFd is a read-only
+// isReadOnlySubvolume reports whether name in d is a read-only
 // subvolume, detaching a mount on it first.
-func (s *Store) isReadOnlySubvolume(dirFd int, name, display string) bool {
-	fd, err := s.openDirDetaching(dirFd, name, display)
+func (s *Store) isReadOnlySubvolume(d dir, name string) bool {
+	fd, err := s.openDirDetaching(d, name)
 	if err != nil {
 		return false
 	}

@@ -114,21 +114,21 @@ func (s *Store) logMechanisms(r *kernel.Report) {
 // its read-only flag (the owner may), removes its contents and rmdirs
 // the empty subvolume (removeDir does both; nested subvolumes come back
 // here).
-func (s *Store) deleteByRmdir(dirFd int, name, display string) (mountHit bool, err error) {
-	if fd, err := openDirAt(dirFd, name); err == nil {
-		err = s.makeWritable(fd, display)
+func (s *Store) deleteByRmdir(d dir, name string) (mountHit bool, err error) {
+	if fd, err := openDirAt(d.fd, name); err == nil {
+		err = makeWritable(dir{fd, d.join(name)})
 		var st unix.Stat_t
 		if err != nil && unix.Fstat(fd, &st) == nil && int(st.Uid) != os.Geteuid() {
 			err = fmt.Errorf("%w: %s is owned by uid %d, and only its owner may clear its read-only flag (this store runs as uid %d "+
 				"without CAP_SYS_ADMIN or user_subvol_rm_allowed, deleting subvolumes by emptying them): delete it with CAP_SYS_ADMIN",
-				err, display, st.Uid, os.Geteuid())
+				err, d.join(name), st.Uid, os.Geteuid())
 		}
 		unix.Close(fd)
 		if err != nil {
 			return false, err
 		}
 	}
-	mountHit, err = s.removeDir(dirFd, name, display)
+	mountHit, err = s.removeDir(d, name)
 	if err != nil && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) {
 		err = fmt.Errorf("%w (this store runs as uid %d without CAP_SYS_ADMIN or user_subvol_rm_allowed, so it deletes a subvolume "+
 			"by removing its files, which needs write permission on their directories: a build step that gave files to another "+

@@ -265,7 +265,7 @@ func (s *Store) openDirs() error {
 		if err := s.mkdirStoreDir(d.name); err != nil {
 			return err
 		}
-		fd, err := s.openDirDetaching(s.rootFd, d.name, d.name)
+		fd, err := s.openDirDetaching(dir{s.rootFd, "."}, d.name)
 		if err != nil {
 			return err
 		}
@@ -444,7 +444,7 @@ func (s *Store) writeMarker() error {
 		}
 		// A symlink, FIFO or directory in its place: it goes.
 		s.log.Info("replacing what is in place of the store's marker", "entry", markerName, "what", describeEntry(s.rootFd, markerName))
-		if err := s.removeEntry(s.rootFd, "", markerName); err != nil {
+		if err := s.removeEntry(s.rootFd, ".", markerName); err != nil {
 			return err
 		}
 	}
@@ -476,7 +476,7 @@ func (s *Store) openLock() error {
 				return &fs.PathError{Op: "open", Path: lockName, Err: err}
 			}
 			s.log.Info("replacing what is in place of the store's lock file", "entry", lockName, "what", describeEntry(s.rootFd, lockName))
-			if err := s.removeEntry(s.rootFd, "", lockName); err != nil {
+			if err := s.removeEntry(s.rootFd, ".", lockName); err != nil {
 				return err
 			}
 			continue
@@ -513,14 +513,14 @@ func (s *Store) lockResult(id string, shared bool) (unlock func()) {
 
 // openDirDetaching is openDirAt, but a mount on the entry (EXDEV), which
 // a build step may have left, is detached (see detachMounts) and the open
-// tried again. display names the entry in logs and errors.
-func (s *Store) openDirDetaching(dirFd int, name, display string) (int, error) {
-	fd, err := openDirAt(dirFd, name)
+// tried again.
+func (s *Store) openDirDetaching(d dir, name string) (int, error) {
+	fd, err := openDirAt(d.fd, name)
 	if errors.Is(err, unix.EXDEV) {
-		if derr := s.detachMounts(dirFd, name, display); derr != nil {
+		if derr := s.detachMounts(d, name); derr != nil {
 			return -1, errors.Join(err, derr)
 		}
-		fd, err = openDirAt(dirFd, name)
+		fd, err = openDirAt(d.fd, name)
 	}
 	return fd, err
 }

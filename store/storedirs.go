@@ -111,7 +111,7 @@ func (s *Store) repairDir(d *storeDir) error {
 		if err != nil {
 			return err
 		}
-		if err := s.detachOne(s.rootFd, d.name, d.name, mounts); err != nil {
+		if err := s.detachOne(dir{s.rootFd, "."}, d.name, mounts); err != nil {
 			return err
 		}
 	}
@@ -144,7 +144,7 @@ func (s *Store) repairDir(d *storeDir) error {
 			return fmt.Errorf("moving it back from %s: %w", rel, err)
 		}
 		s.log.Info("moved the store's directory back, which a build step had moved away", "dir", d.name, "from", rel)
-		if err := s.removeEntry(s.rootFd, "", aside); err != nil {
+		if err := s.removeEntry(s.rootFd, ".", aside); err != nil {
 			s.log.Error(err, "removing what a build step put in place of the store's directory failed", "entry", aside)
 		}
 	}

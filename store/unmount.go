@@ -17,18 +17,17 @@ import (
 const maxDetach = 256
 
 // detachMounts detaches (umount2 MNT_DETACH) every mount on or below the
-// entry name of dirFd, which a build step left there: shallowest first,
+// entry name of d, which a build step left there: shallowest first,
 // which takes the mounts below it along. A mount is detached only once it
-// is proven to be below dirFd: its mount point is reached from dirFd
-// without following a symlink or crossing another mount, and the mount
+// is proven to be below d: its mount point is reached from d without following a symlink or crossing another mount, and the mount
 // found there has the id that /proc/self/mountinfo lists for that path.
 // Detaching needs CAP_SYS_ADMIN; without it the error says so. Each
 // detached mount is logged.
-func (s *Store) detachMounts(dirFd int, name, display string) error {
-	dirPath, ok := fdPath(dirFd)
+func (s *Store) detachMounts(d dir, name string) error {
+	dirPath, ok := fdPath(d.fd)
 	if !ok {
 		return fmt.Errorf("%s: cannot tell where its directory is (/proc/self/fd), so the mounts below it are not detached: %w",
-			display, &fs.PathError{Op: "readlink", Path: "/proc/self/fd", Err: unix.ENOENT})
+			d.join(name), &fs.PathError{Op: "readlink", Path: "/proc/self/fd", Err: unix.ENOENT})
 	}
 	target := path.Join(dirPath, name)
 	for range maxDetach {
@@ -49,32 +48,32 @@ func (s *Store) detachMounts(dirFd int, name, display string) error {
 		if top == nil {
 			return nil
 		}
-		rel := name + strings.TrimPrefix(top.MountPoint, target)
-		if err := s.detachOne(dirFd, rel, display+strings.TrimPrefix(top.MountPoint, target), mounts); err != nil {
+		if err := s.detachOne(d, name+strings.TrimPrefix(top.MountPoint, target), mounts); err != nil {
 			return err
 		}
 	}
-	return fmt.Errorf("%s: more than %d mounts below it", display, maxDetach)
+	return fmt.Errorf("%s: more than %d mounts below it", d.join(name), maxDetach)
 }
 
-// detachOne detaches the mount on top at rel below dirFd, after checking
+// detachOne detaches the mount on top at rel below d, after checking
 // that mountinfo lists it there.
-func (s *Store) detachOne(dirFd int, rel, display string, mounts []mountinfo.Mount) error {
-	pfd, base, err := beneath.OpenParent(dirFd, rel)
+func (s *Store) detachOne(d dir, rel string, mounts []mountinfo.Mount) error {
+	point := d.join(rel)
+	pfd, base, err := beneath.OpenParent(d.fd, rel)
 	if err != nil {
-		return fmt.Errorf("mount at %s not detached: %w", display, &fs.PathError{Op: "open parent", Path: display, Err: err})
+		return fmt.Errorf("mount at %s not detached: %w", point, &fs.PathError{Op: "open parent", Path: point, Err: err})
 	}
 	defer unix.Close(pfd)
 	// The last component is crossed into the mount (no RESOLVE_NO_XDEV),
 	// but still never through a symlink.
 	fd, err := openMountRoot(pfd, base)
 	if err != nil {
-		return fmt.Errorf("mount at %s not detached: %w", display, &fs.PathError{Op: "open", Path: display, Err: err})
+		return fmt.Errorf("mount at %s not detached: %w", point, &fs.PathError{Op: "open", Path: point, Err: err})
 	}
 	defer unix.Close(fd)
 	id, err := beneath.MountID(fd)
 	if err != nil {
-		return fmt.Errorf("mount at %s not detached: %w", display, &fs.PathError{Op: "mount id", Path: display, Err: err})
+		return fmt.Errorf("mount at %s not detached: %w", point, &fs.PathError{Op: "mount id", Path: point, Err: err})
 	}
 	var m *mountinfo.Mount
 	for i := range mounts {
@@ -84,18 +83,18 @@ func (s *Store) detachOne(dirFd int, rel, display string, mounts []mountinfo.Mou
 	}
 	if m == nil || m.MountPoint != path.Join(mustFdPath(pfd), base) {
 		return fmt.Errorf("mount at %s not detached: the mount found there (id %d) is not the one /proc/self/mountinfo lists: %w",
-			display, id, &fs.PathError{Op: "umount2", Path: display, Err: unix.ESTALE})
+			point, id, &fs.PathError{Op: "umount2", Path: point, Err: unix.ESTALE})
 	}
 	// umount2 takes a path: the descriptor's /proc link names exactly the
 	// mount opened and checked.
 	if err := unix.Unmount("/proc/self/fd/"+strconv.Itoa(fd), unix.MNT_DETACH); err != nil {
-		err = &fs.PathError{Op: "umount2", Path: display, Err: err}
+		err = &fs.PathError{Op: "umount2", Path: point, Err: err}
 		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("a %s mount (from %s) is left at %s, and detaching it needs CAP_SYS_ADMIN: %w", m.FSType, m.Source, display, err)
+			return fmt.Errorf("a %s mount (from %s) is left at %s, and detaching it needs CAP_SYS_ADMIN: %w", m.FSType, m.Source, point, err)
 		}
-		return fmt.Errorf("a %s mount (from %s) is left at %s: %w", m.FSType, m.Source, display, err)
+		return fmt.Errorf("a %s mount (from %s) is left at %s: %w", m.FSType, m.Source, point, err)
 	}
-	s.log.Info("detached a mount a build left below the store", "path", display, "fsType", m.FSType, "source", m.Source, "mountID", m.ID)
+	s.log.Info("detached a mount a build left below the store", "path", point, "fsType", m.FSType, "source", m.Source, "mountID", m.ID)
 	return nil
 }
 

@@ -44,19 +44,19 @@ func (w *workVol) identify(dirFd int, name string) error {
 
 // openVerified opens name in dirFd, without following a symlink or
 // crossing a mount, and checks that it is the subvolume w: the one the
-// store created, not one a step put in its place. display names it in
+// store created, not one a step put in its place. what names it in
 // errors, which match ErrWorkReplaced.
-func (w *workVol) openVerified(dirFd int, name, display string) (int, error) {
+func (w *workVol) openVerified(dirFd int, name, what string) (int, error) {
 	fd, err := openDirAt(dirFd, name)
 	if err != nil {
-		return -1, fmt.Errorf("%w: %s %s (%w)", ErrWorkReplaced, display, describeEntry(dirFd, name), err)
+		return -1, fmt.Errorf("%w: %s %s (%w)", ErrWorkReplaced, what, describeEntry(dirFd, name), err)
 	}
 	info, err := ioctl.SubvolumeInfoFd(fd)
 	switch {
 	case err != nil:
-		err = fmt.Errorf("%w: %s is not the subvolume the store created (%w)", ErrWorkReplaced, display, err)
+		err = fmt.Errorf("%w: %s is not the subvolume the store created (%w)", ErrWorkReplaced, what, err)
 	case info.ID != w.id || info.UUID != w.uuid:
-		err = fmt.Errorf("%w: %s is subvolume %d, not %d, which the store created", ErrWorkReplaced, display, info.ID, w.id)
+		err = fmt.Errorf("%w: %s is subvolume %d, not %d, which the store created", ErrWorkReplaced, what, info.ID, w.id)
 	}
 	if err != nil {
 		unix.Close(fd)
