@@ -154,7 +154,7 @@ func BenchmarkBuild(b *testing.B) {
 }
 
 // BenchmarkCacheCycle/impl=dennwc is obuilder's cache cycle (store's
-// prepareSeedCache) through github.com/dennwc/btrfs: the cache snapshotted
+// seedCacheCycle) through github.com/dennwc/btrfs: the cache snapshotted
 // writable to cache-tmp/k<i>, chowned, the file written; the old cache
 // deleted and the clone snapshotted read-only in its place; the clone
 // deleted.
