@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -392,6 +393,9 @@ func crashWrite(path string, content []byte, sync bool) error {
 //	build-failed <id>  Build failed because another builder deleted its base first (soak)
 //	delete-start <id>  before Delete
 //	deleted <id>       after Delete returned
+//	prune-start <n>    before Prune with Limit n (0: none)
+//	pruned <id>        after Prune returned, one line per id it deleted
+//	prune-done         after the pruned lines
 //
 // The crash test and the soak add their own lines about caches.
 type opLog struct{ f *os.File }
@@ -465,30 +469,41 @@ func (l *logTail) read(tb testing.TB, path string) (lines []string, partial []by
 
 // resultModel is what a child's log says about results: which must be on
 // disk after a kill, and which may be. The crash and soak models hold one.
+// A result may disappear only through a Delete of it or a Prune.
 type resultModel struct {
-	status  map[string]string // id -> started, done, deleting, gone, lost
+	status  map[string]string // id -> started, done, deleting, gone, pruned, lost
 	done    map[string]bool   // ids whose status is done
 	pending map[string]bool   // ids whose status is started or deleting
 	// unfinished holds the ids of builds killed before their result was
 	// published: Open may still publish them, if they were frozen.
 	unfinished map[string]bool
+	// A Prune started and not done: pruneLimit is its Limit, or -1 if
+	// none runs; prunedNow counts the pruned lines it logged so far.
+	pruneLimit, prunedNow int
+	// Prunes: done; killed (running at a kill); results pruned, as
+	// logged and as seen missing after a Prune was killed.
+	prunes, prunesKilled, pruned, prunedKilled int
 }
 
 func newResultModel() resultModel {
-	return resultModel{status: map[string]string{}, done: map[string]bool{}, pending: map[string]bool{}, unfinished: map[string]bool{}}
+	return resultModel{status: map[string]string{}, done: map[string]bool{}, pending: map[string]bool{}, unfinished: map[string]bool{}, pruneLimit: -1}
 }
 
-// applyResult takes in a log line op id about a result, and reports
-// whether op is one: build-start, done, build-failed, delete-start or
-// deleted.
-func (m *resultModel) applyResult(op, id string) bool {
+// applyResult takes in a log line op arg about results, and reports
+// whether op is one: build-start, done, build-failed, delete-start,
+// deleted, prune-start, pruned or prune-done.
+func (m *resultModel) applyResult(op, arg string) bool {
+	id := arg
 	switch op {
 	case "build-start":
 		m.status[id] = "started"
 		m.pending[id] = true
 	case "done":
-		m.status[id] = "done"
 		delete(m.pending, id)
+		if m.status[id] == "pruned" {
+			break // a Prune took it between Build's return and this line
+		}
+		m.status[id] = "done"
 		m.done[id] = true
 	case "build-failed":
 		m.status[id] = "gone"
@@ -500,6 +515,18 @@ func (m *resultModel) applyResult(op, id string) bool {
 	case "deleted":
 		m.status[id] = "gone"
 		delete(m.pending, id)
+	case "prune-start":
+		m.pruneLimit, _ = strconv.Atoi(arg)
+		m.prunedNow = 0
+	case "pruned":
+		m.status[id] = "pruned"
+		delete(m.done, id)
+		delete(m.pending, id)
+		m.prunedNow++
+		m.pruned++
+	case "prune-done":
+		m.pruneLimit = -1
+		m.prunes++
 	default:
 		return false
 	}
@@ -528,14 +555,34 @@ func (m *resultModel) checkResults(tb testing.TB, results []string, childOpens b
 			tb.Errorf("invariant: result %s exists but was deleted, or its build failed", id)
 		case "lost":
 			tb.Errorf("invariant: result %s, lost earlier, is back", id)
+		case "pruned":
+			tb.Errorf("invariant: result %s exists but Prune returned it as pruned", id)
 		}
 	}
+	// A Prune killed while it ran may have deleted any result, up to
+	// its Limit.
+	vanished := 0
 	for _, id := range slices.Sorted(maps.Keys(m.done)) {
-		if !present[id] {
-			tb.Errorf("invariant: result %s, reported done, is lost", id)
+		switch {
+		case present[id]:
+		case m.pruneLimit >= 0:
+			vanished++
+			m.status[id] = "pruned"
+			delete(m.done, id)
+		default:
+			tb.Errorf("invariant: result %s, reported done, is lost (no Delete or Prune ran)", id)
 			m.status[id] = "lost" // reported once
 			delete(m.done, id)
 		}
+	}
+	if m.pruneLimit >= 0 {
+		if m.pruneLimit > 0 && m.prunedNow+vanished > m.pruneLimit {
+			tb.Errorf("invariant: a Prune with Limit %d deleted %d results (%d returned, %d more gone at the kill)",
+				m.pruneLimit, m.prunedNow+vanished, m.prunedNow, vanished)
+		}
+		m.prunesKilled++
+		m.prunedKilled += vanished
+		m.pruneLimit = -1
 	}
 	for id := range m.pending {
 		if present[id] {
