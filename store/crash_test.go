@@ -21,9 +21,9 @@ import (
 )
 
 // The crash test: a child process builds, deletes, takes and releases a
-// cache lease, deletes the cache and prunes in a loop, and is killed with SIGKILL,
-// either by itself at a step boundary (CRASH_AT=<step>:<n>: the n-th time
-// it reaches <step>) or by the parent at a random moment. All kills happen
+// cache lease, deletes the cache and prunes in a loop, and is killed with
+// SIGKILL, either by itself at a step boundary (CRASH_AT=<step>:<n>: the
+// n-th time it reaches <step>) or by the parent at a random moment. All kills happen
 // on one filesystem, so state accumulates. After each kill the parent
 // checks what must hold at every instant (results complete and read-only,
 // the cache a complete version, nothing reported done lost), opens the
@@ -69,11 +69,7 @@ func init() { btrfstest.Register(crashChildName, crashChild) }
 // crashChild is the child's loop; args are the store root, a tag that makes
 // its ids unique, and a random seed. It runs until killed.
 func crashChild(args []string) error {
-	if len(args) != 3 {
-		return fmt.Errorf("crash child: want root, tag, seed; got %q", args)
-	}
-	root, tag := args[0], args[1]
-	seed, err := strconv.ParseUint(args[2], 10, 64)
+	root, tag, seed, err := childArgs(args)
 	if err != nil {
 		return err
 	}
@@ -220,11 +216,7 @@ type crashModel struct {
 // read takes in the lines the child appended since the last read.
 func (m *crashModel) read(t *testing.T, path string) {
 	t.Helper()
-	lines, partial := m.tail.read(t, path)
-	if len(partial) > 0 {
-		t.Fatalf("%s ends in a partial line %q", crashLogName, partial)
-	}
-	for _, line := range lines {
+	for _, line := range m.tail.read(t, path) {
 		m.last = line
 		op, arg, _ := strings.Cut(line, " ")
 		switch op {
@@ -306,15 +298,7 @@ func TestCrashRecovery(t *testing.T) {
 	root := fsys.Path
 	began := time.Now()
 
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv(crashSeedEnv); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatalf("%s: %v", crashSeedEnv, err)
-		}
-	}
-	t.Logf("seed %d (%s=%d repeats the plan; the kill timings still vary)", seed, crashSeedEnv, seed)
-	rng := rand.New(rand.NewPCG(seed, 2))
+	rng := rand.New(rand.NewPCG(planSeed(t, crashSeedEnv), 2))
 
 	// The plan: each step boundary twice (its first and a later
 	// occurrence), 40 kills at random moments 1-50 ms after the child is
@@ -377,11 +361,8 @@ func TestCrashRecovery(t *testing.T) {
 			}
 			c.Kill()
 		case kill.step == "":
-			select {
-			case <-c.Ready():
-				startups = append(startups, time.Since(c.Started))
-			case <-c.Exited():
-			case <-time.After(60 * time.Second):
+			if d, _ := awaitReady(c); d > 0 {
+				startups = append(startups, d)
 			}
 			time.Sleep(kill.delay)
 			c.Kill()
@@ -492,12 +473,8 @@ func TestCrashRecovery(t *testing.T) {
 			total[kind] += n
 		}
 	}
-	var medianStartup time.Duration
-	if len(startups) > 0 {
-		medianStartup = slices.Sorted(slices.Values(startups))[len(startups)/2]
-	}
 	t.Logf("%d kills in %v (checks and Opens %v; child start to ready ≈ %v); final: %d results, cache version %d, %d ids built",
-		len(plan), time.Since(began).Round(time.Millisecond), checkTime.Round(time.Millisecond), medianStartup.Round(time.Millisecond),
+		len(plan), time.Since(began).Round(time.Millisecond), checkTime.Round(time.Millisecond), median(startups).Round(time.Millisecond),
 		len(observe(t, root, false, false, crashCaches).results), model.maxCache(), len(model.status))
 	for _, label := range slices.Sorted(maps.Keys(byLabel)) {
 		t.Logf("  %-18s %2d kills, %2d followed by repairs: %v", label, byLabel[label], withRepairs[label], repairs[label])

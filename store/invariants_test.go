@@ -20,7 +20,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/go-logr/logr"
 )
@@ -400,6 +402,16 @@ func crashWrite(path string, content []byte, sync bool) error {
 // The crash test and the soak add their own lines about caches.
 type opLog struct{ f *os.File }
 
+// childArgs parses a crash or soak child's arguments: the store root, a
+// tag that makes its ids unique, and a random seed.
+func childArgs(args []string) (root, tag string, seed uint64, err error) {
+	if len(args) != 3 {
+		return "", "", 0, fmt.Errorf("child: want root, tag, seed; got %q", args)
+	}
+	seed, err = strconv.ParseUint(args[2], 10, 64)
+	return args[0], args[1], seed, err
+}
+
 // childOpen is how a crash or soak child starts: it opens the store at
 // root and the opLog name, lists the results (oldest first: ids sort by
 // age), and says "ready" (btrfstest.Child.Ready). Neither the store nor the
@@ -440,13 +452,13 @@ func (l *opLog) note(format string, a ...any) {
 type logTail struct{ offset int64 } // of the first byte not read yet
 
 // read returns the whole lines appended to the log at path since the last
-// call (none if there is no log), and a partial line after them, which it
-// drops: SIGKILL cannot split a line.
-func (l *logTail) read(tb testing.TB, path string) (lines []string, partial []byte) {
+// call (none if there is no log). A partial line after them fails tb
+// (SIGKILL cannot split a line) and is dropped.
+func (l *logTail) read(tb testing.TB, path string) (lines []string) {
 	tb.Helper()
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
 		tb.Fatalf("read %s: %v", path, err)
@@ -464,7 +476,47 @@ func (l *logTail) read(tb testing.TB, path string) (lines []string, partial []by
 	if whole > 0 {
 		lines = strings.Split(string(news[:whole-1]), "\n")
 	}
-	return lines, news[whole:]
+	if whole < len(news) {
+		tb.Errorf("%s ends in a partial line %q (dropped)", filepath.Base(path), news[whole:])
+	}
+	return lines
+}
+
+// planSeed returns the seed of a crash test's or soak's plan: $env if
+// set, else a new one, which it logs.
+func planSeed(t *testing.T, env string) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv(env); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("%s: %v", env, err)
+		}
+	}
+	t.Logf("seed %d (%s=%d repeats the plan; the kill timings still vary)", seed, env, seed)
+	return seed
+}
+
+// awaitReady waits up to 60 s for child c to say it is ready, or to end,
+// and returns how long it took to get ready (0 if it did not), and false
+// if it did neither.
+func awaitReady(c *btrfstest.Child) (startup time.Duration, ok bool) {
+	select {
+	case <-c.Ready():
+		return time.Since(c.Started), true
+	case <-c.Exited():
+		return 0, true
+	case <-time.After(60 * time.Second):
+		return 0, false
+	}
+}
+
+// median returns the median of ds (0 if none).
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return slices.Sorted(slices.Values(ds))[len(ds)/2]
 }
 
 // resultModel is what a child's log says about results: which must be on

@@ -113,15 +113,11 @@ type soakWorker struct {
 // soakChild is the worker; args are the store root, the round and a seed.
 // It runs until killed, or returns the first error of its goroutines.
 func soakChild(args []string) error {
-	if len(args) != 3 {
-		return fmt.Errorf("soak child: want root, round, seed; got %q", args)
-	}
-	root := args[0]
-	tag, err := strconv.Atoi(args[1])
+	root, round, seed, err := childArgs(args)
 	if err != nil {
 		return err
 	}
-	seed, err := strconv.ParseUint(args[2], 10, 64)
+	tag, err := strconv.Atoi(round)
 	if err != nil {
 		return err
 	}
@@ -475,11 +471,7 @@ type soakCacheOp struct {
 // read takes in the lines the child appended since the last read.
 func (m *soakModel) read(tb testing.TB, path string) {
 	tb.Helper()
-	lines, partial := m.tail.read(tb, path)
-	if len(partial) > 0 {
-		tb.Errorf("%s ends in a partial line %q (skipped)", soakLogName, partial)
-	}
-	for _, line := range lines {
+	for _, line := range m.tail.read(tb, path) {
 		if line != "" {
 			m.line++
 			m.apply(tb, line)
@@ -729,15 +721,8 @@ func TestSoak(t *testing.T) {
 	root := fsys.Path
 	ctx := t.Context()
 
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv(soakSeedEnv); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatalf("%s: %v", soakSeedEnv, err)
-		}
-	}
-	t.Logf("soak for %v, seed %d (%s=%d repeats the plan; the timings still vary)", duration, seed, soakSeedEnv, seed)
-	rng := rand.New(rand.NewPCG(seed, 3))
+	t.Logf("soak for %v", duration)
+	rng := rand.New(rand.NewPCG(planSeed(t, soakSeedEnv), 3))
 
 	violations := &soakViolations{t: t}
 	tb := soakTB{TB: t, v: violations}
@@ -771,16 +756,12 @@ func TestSoak(t *testing.T) {
 		openFailed bool
 	)
 	summary := func() {
-		var startup time.Duration
-		if len(startups) > 0 {
-			startup = slices.Sorted(slices.Values(startups))[len(startups)/2]
-		}
 		c := model.counts
 		r := model.resultModel
 		t.Logf("soak summary: duration %v, builds completed %d, cache releases %d, deletes %d, prunes %d (results pruned %d), kills survived %d of %d (%d in a Prune, which had deleted %d results), repairs by kind %v, invariant violations %d, worker errors %d",
 			time.Since(began).Round(time.Second), c.builds, c.releases, c.deletes, r.prunes, r.pruned, survived, kills, r.prunesKilled, r.prunedKilled, repairs, violations.n, violations.errors)
 		t.Logf("soak details: %d rounds (%d killed at start, worker start to ready ≈ %v); %d leases, %d DeleteCaches, %d CompleteDeletes (%d failed), %d builds failed on a base deleted meanwhile; free space %.1f%% at start, %.1f%% at least",
-			rounds, early, startup.Round(time.Millisecond), c.leases, c.cacheDeletes, c.completeDeletes, c.completeDeletesFailed, c.baseGone, freeAtStart, minFree)
+			rounds, early, median(startups).Round(time.Millisecond), c.leases, c.cacheDeletes, c.completeDeletes, c.completeDeletesFailed, c.baseGone, freeAtStart, minFree)
 	}
 
 	for rounds = 1; time.Since(began) < duration; rounds++ {
@@ -792,12 +773,12 @@ func TestSoak(t *testing.T) {
 			label = "starting"
 			time.Sleep(time.Duration(rng.Int64N(int64(100 * time.Millisecond))))
 		} else {
-			select {
-			case <-c.Ready():
-				startups = append(startups, time.Since(c.Started))
-			case <-c.Exited():
-			case <-time.After(60 * time.Second):
+			d, ok := awaitReady(c)
+			if !ok {
 				violations.workerError("the worker was not ready 60 s after its start")
+			}
+			if d > 0 {
+				startups = append(startups, d)
 			}
 			select {
 			case <-time.After(time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))):
