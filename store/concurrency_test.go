@@ -37,14 +37,39 @@ func (w *concWriters) enter() {
 
 func (w *concWriters) leave() { w.running.Add(-1) }
 
-// concGate returns a channel that build functions wait on, and the function
-// that opens it. The test's cleanup opens it too, before the store's Close
-// (which waits for the builds), so that a failing test does not hang.
-func concGate(t *testing.T) (gate <-chan struct{}, open func()) {
-	ch := make(chan struct{})
-	open = sync.OnceFunc(func() { close(ch) })
+// concHeldBuild starts Build(id, base) with function fn, which calls
+// hold where it is to stop, and returns once fn is there: Build's result,
+// and open, which lets fn go on. The test's cleanup opens it too, before
+// the store's Close (which waits for the builds), so that a failing test
+// does not hang.
+func concHeldBuild(t *testing.T, s *Store, id, base string, fn func(dir string, hold func()) error) (result <-chan error, open func()) {
+	t.Helper()
+	started, gate, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	open = sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(open)
-	return ch, open
+	hold := func() { close(started); <-gate }
+	go func() {
+		done <- s.Build(t.Context(), id, base, func(_ context.Context, dir string) error { return fn(dir, hold) })
+	}()
+	concRecv(t, started, "the function of Build("+id+") to stop")
+	return done, open
+}
+
+// concOneWriter checks that one build function at a time ran, and that
+// result id holds file "who" written by want.
+func concOneWriter(t *testing.T, s *Store, w *concWriters, id, want string) {
+	t.Helper()
+	if m := w.max.Load(); m != 1 {
+		t.Errorf("%d build functions of one id ran at once", m)
+	}
+	p, err := s.Result(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(p, "who")); got != want {
+		t.Errorf("result written by %q, want %q", got, want)
+	}
+	assertNoTmp(t, s)
 }
 
 // concRecv waits for a value from ch for at most concWaitLimit.
@@ -76,20 +101,13 @@ func TestBuildSameIDSecondWaits(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := t.Context()
 	var w concWriters
-	started := make(chan struct{})
-	finish, open := concGate(t)
-	first := make(chan error, 1)
-	go func() {
-		first <- s.Build(ctx, "x", "", func(_ context.Context, dir string) error {
-			w.enter()
-			defer w.leave()
-			close(started)
-			<-finish
-			time.Sleep(20 * time.Millisecond) // a window for a second writer
-			return writeFile(dir, "who", "first")
-		})
-	}()
-	concRecv(t, started, "first build's function to start")
+	first, open := concHeldBuild(t, s, "x", "", func(dir string, hold func()) error {
+		w.enter()
+		defer w.leave()
+		hold()
+		time.Sleep(20 * time.Millisecond) // a window for a second writer
+		return writeFile(dir, "who", "first")
+	})
 
 	var secondCalled atomic.Bool
 	second := make(chan error, 1)
@@ -115,17 +133,7 @@ func TestBuildSameIDSecondWaits(t *testing.T) {
 	if secondCalled.Load() {
 		t.Errorf("second Build ran its function although the first succeeded")
 	}
-	if m := w.max.Load(); m != 1 {
-		t.Errorf("%d build functions of one id ran at once", m)
-	}
-	p, err := s.Result("x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readFile(t, filepath.Join(p, "who")); got != "first" {
-		t.Errorf("result written by %q, want first", got)
-	}
-	assertNoTmp(t, s)
+	concOneWriter(t, s, &w, "x", "first")
 }
 
 // If the first Build of an id fails, the one waiting builds, after it.
@@ -134,23 +142,16 @@ func TestBuildSameIDFirstFailsSecondBuilds(t *testing.T) {
 	ctx := t.Context()
 	var w concWriters
 	boom := errors.New("boom")
-	started := make(chan struct{})
-	finish, open := concGate(t)
 	var firstDone atomic.Bool
-	first := make(chan error, 1)
-	go func() {
-		first <- s.Build(ctx, "x", "", func(_ context.Context, dir string) error {
-			w.enter()
-			defer w.leave()
-			close(started)
-			<-finish
-			writeFile(dir, "who", "first")
-			time.Sleep(20 * time.Millisecond)
-			firstDone.Store(true)
-			return boom
-		})
-	}()
-	concRecv(t, started, "first build's function to start")
+	first, open := concHeldBuild(t, s, "x", "", func(dir string, hold func()) error {
+		w.enter()
+		defer w.leave()
+		hold()
+		writeFile(dir, "who", "first")
+		time.Sleep(20 * time.Millisecond)
+		firstDone.Store(true)
+		return boom
+	})
 	second := make(chan error, 1)
 	go func() {
 		second <- s.Build(ctx, "x", "", func(_ context.Context, dir string) error {
@@ -173,17 +174,7 @@ func TestBuildSameIDFirstFailsSecondBuilds(t *testing.T) {
 	if err := concRecv(t, second, "second Build"); err != nil {
 		t.Errorf("second Build after the first failed = %v, want success", err)
 	}
-	if m := w.max.Load(); m != 1 {
-		t.Errorf("%d build functions of one id ran at once", m)
-	}
-	p, err := s.Result("x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readFile(t, filepath.Join(p, "who")); got != "second" {
-		t.Errorf("result written by %q, want second", got)
-	}
-	assertNoTmp(t, s)
+	concOneWriter(t, s, &w, "x", "second")
 }
 
 // Many Builds of one id at once, the first few failing: one writer at a
@@ -239,17 +230,7 @@ func TestBuildSameIDMany(t *testing.T) {
 	if n := calls.Load(); n != failing+1 {
 		t.Errorf("build functions ran %d times, want %d (the failures and one success)", n, failing+1)
 	}
-	if m := w.max.Load(); m != 1 {
-		t.Errorf("%d build functions of one id ran at once", m)
-	}
-	p, err := s.Result("same")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := readFile(t, filepath.Join(p, "who")), fmt.Sprint(winner.Load()); got != want {
-		t.Errorf("result written by builder %s, want %s", got, want)
-	}
-	assertNoTmp(t, s)
+	concOneWriter(t, s, &w, "same", fmt.Sprint(winner.Load()))
 }
 
 // Deleting a base while builds snapshot it never breaks them: each build
@@ -347,17 +328,10 @@ func TestDeleteBaseDuringBuild(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	started := make(chan struct{})
-	finish, open := concGate(t)
-	build := make(chan error, 1)
-	go func() {
-		build <- s.Build(ctx, "child", "base", func(_ context.Context, dir string) error {
-			close(started)
-			<-finish
-			return writeFile(dir, "child", "c")
-		})
-	}()
-	concRecv(t, started, "build function to start")
+	build, open := concHeldBuild(t, s, "child", "base", func(dir string, hold func()) error {
+		hold()
+		return writeFile(dir, "child", "c")
+	})
 	del := make(chan error, 1)
 	go func() { del <- s.Delete(ctx, "base") }()
 	if err := concRecv(t, del, "Delete of a base while a build on it runs"); err != nil {
@@ -386,17 +360,10 @@ func TestBuildWaitHonoursContext(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := t.Context()
 	boom := errors.New("boom")
-	started := make(chan struct{})
-	finish, open := concGate(t)
-	first := make(chan error, 1)
-	go func() {
-		first <- s.Build(ctx, "x", "", func(context.Context, string) error {
-			close(started)
-			<-finish
-			return boom
-		})
-	}()
-	concRecv(t, started, "first build's function to start")
+	first, open := concHeldBuild(t, s, "x", "", func(_ string, hold func()) error {
+		hold()
+		return boom
+	})
 
 	var called atomic.Bool
 	fn := func(context.Context, string) error { called.Store(true); return nil }
@@ -450,17 +417,10 @@ func TestCloseWaitsForBuilds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	started := make(chan struct{})
-	finish, open := concGate(t)
-	build := make(chan error, 1)
-	go func() {
-		build <- s.Build(ctx, "x", "", func(_ context.Context, dir string) error {
-			close(started)
-			<-finish
-			return writeFile(dir, "f", "x")
-		})
-	}()
-	concRecv(t, started, "build function to start")
+	build, open := concHeldBuild(t, s, "x", "", func(dir string, hold func()) error {
+		hold()
+		return writeFile(dir, "f", "x")
+	})
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	concNotYet(t, closed, 100*time.Millisecond, "Close while a build runs")
@@ -523,8 +483,7 @@ func TestCloseWhileBuildWaitsForSameID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	started := make(chan struct{})
-	finish, open := concGate(t)
+	open := func() {}
 	deadlocked := false
 	defer func() {
 		open() // before Close, which waits for the build
@@ -537,15 +496,10 @@ func TestCloseWhileBuildWaitsForSameID(t *testing.T) {
 		s.Close()
 	}()
 
-	first := make(chan error, 1)
-	go func() {
-		first <- s.Build(ctx, "x", "", func(_ context.Context, dir string) error {
-			close(started)
-			<-finish
-			return writeFile(dir, "f", "first")
-		})
-	}()
-	concRecv(t, started, "first build's function to start")
+	first, open := concHeldBuild(t, s, "x", "", func(dir string, hold func()) error {
+		hold()
+		return writeFile(dir, "f", "first")
+	})
 	var secondCalled atomic.Bool
 	second := make(chan error, 1)
 	go func() {

@@ -21,9 +21,9 @@ import (
 )
 
 // The crash test: a child process builds, deletes, takes and releases a
-// cache lease and deletes the cache in a loop, and is killed with SIGKILL,
-// either by itself at a step boundary (CRASH_AT=<step>:<n>: the n-th time
-// it reaches <step>) or by the parent at a random moment. All kills happen
+// cache lease, deletes the cache and prunes in a loop, and is killed with
+// SIGKILL, either by itself at a step boundary (CRASH_AT=<step>:<n>: the
+// n-th time it reaches <step>) or by the parent at a random moment. All kills happen
 // on one filesystem, so state accumulates. After each kill the parent
 // checks what must hold at every instant (results complete and read-only,
 // the cache a complete version, nothing reported done lost), opens the
@@ -61,6 +61,7 @@ var crashSteps = []string{
 	"in-clone-write",    // clone half rewritten
 	"after-release",     // Release returned
 	"after-deletecache", // DeleteCache returned
+	"after-prune",       // Prune (Limit 1) returned: one result gone
 }
 
 func init() { btrfstest.Register(crashChildName, crashChild) }
@@ -68,11 +69,7 @@ func init() { btrfstest.Register(crashChildName, crashChild) }
 // crashChild is the child's loop; args are the store root, a tag that makes
 // its ids unique, and a random seed. It runs until killed.
 func crashChild(args []string) error {
-	if len(args) != 3 {
-		return fmt.Errorf("crash child: want root, tag, seed; got %q", args)
-	}
-	root, tag := args[0], args[1]
-	seed, err := strconv.ParseUint(args[2], 10, 64)
+	root, tag, seed, err := childArgs(args)
 	if err != nil {
 		return err
 	}
@@ -143,6 +140,20 @@ func crashChild(args []string) error {
 			hook("after-deletecache")
 			note("cache-deleted")
 		}
+
+		if i%4 == 3 {
+			note("prune-start 1")
+			pruned, err := s.Prune(ctx, PruneOptions{Limit: 1})
+			if err != nil {
+				return err
+			}
+			hook("after-prune")
+			for _, id := range pruned {
+				note("pruned %s", id)
+			}
+			note("prune-done")
+			results = slices.DeleteFunc(results, func(id string) bool { return slices.Contains(pruned, id) })
+		}
 	}
 }
 
@@ -197,16 +208,15 @@ type crashModel struct {
 	tail  logTail      // the child's log
 	cache map[int]bool // versions the cache may hold (0: absent or empty)
 	last  string       // the last line read
+	// killedPruned counts the results a Prune running at the last kill
+	// had deleted.
+	killedPruned int
 }
 
 // read takes in the lines the child appended since the last read.
 func (m *crashModel) read(t *testing.T, path string) {
 	t.Helper()
-	lines, partial := m.tail.read(t, path)
-	if len(partial) > 0 {
-		t.Fatalf("%s ends in a partial line %q", crashLogName, partial)
-	}
-	for _, line := range lines {
+	for _, line := range m.tail.read(t, path) {
 		m.last = line
 		op, arg, _ := strings.Cut(line, " ")
 		switch op {
@@ -232,7 +242,9 @@ func (m *crashModel) read(t *testing.T, path string) {
 // the kill according to what the disk shows.
 func (m *crashModel) check(t *testing.T, st observed) {
 	t.Helper()
+	before := m.prunedKilled
 	m.checkResults(t, st.results, true)
+	m.killedPruned = m.prunedKilled - before
 	cache, _ := st.cache(crashCache)
 	if !m.cache[cache] {
 		t.Errorf("invariant: cache holds version %d, want one of %v", cache, slices.Sorted(maps.Keys(m.cache)))
@@ -247,11 +259,11 @@ func (m *crashModel) checkStep(t *testing.T, step string, st observed) {
 	cache, cachePresent := st.cache(crashCache)
 	op, arg, _ := strings.Cut(m.last, " ")
 	want := map[string]string{"after-build": "build-start", "after-delete": "delete-start",
-		"after-release": "release-start", "after-deletecache": "deletecache-start"}[step]
+		"after-release": "release-start", "after-deletecache": "deletecache-start", "after-prune": "prune-start"}[step]
 	if want == "" {
 		return
 	}
-	if op != want {
+	if op != want || op == "prune-start" && arg != "1" {
 		t.Fatalf("killed %s, but the log ends with %q", step, m.last)
 	}
 	switch op {
@@ -271,6 +283,10 @@ func (m *crashModel) checkStep(t *testing.T, step string, st observed) {
 		if cachePresent {
 			t.Errorf("killed after DeleteCache returned, but the cache exists (version %d)", cache)
 		}
+	case "prune-start":
+		if m.killedPruned != 1 {
+			t.Errorf("killed after Prune (Limit 1) returned, but %d results are gone, want 1", m.killedPruned)
+		}
 	}
 }
 
@@ -282,15 +298,7 @@ func TestCrashRecovery(t *testing.T) {
 	root := fsys.Path
 	began := time.Now()
 
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv(crashSeedEnv); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatalf("%s: %v", crashSeedEnv, err)
-		}
-	}
-	t.Logf("seed %d (%s=%d repeats the plan; the kill timings still vary)", seed, crashSeedEnv, seed)
-	rng := rand.New(rand.NewPCG(seed, 2))
+	rng := rand.New(rand.NewPCG(planSeed(t, crashSeedEnv), 2))
 
 	// The plan: each step boundary twice (its first and a later
 	// occurrence), 40 kills at random moments 1-50 ms after the child is
@@ -353,11 +361,8 @@ func TestCrashRecovery(t *testing.T) {
 			}
 			c.Kill()
 		case kill.step == "":
-			select {
-			case <-c.Ready():
-				startups = append(startups, time.Since(c.Started))
-			case <-c.Exited():
-			case <-time.After(60 * time.Second):
+			if d, _ := awaitReady(c); d > 0 {
+				startups = append(startups, d)
 			}
 			time.Sleep(kill.delay)
 			c.Kill()
@@ -441,7 +446,7 @@ func TestCrashRecovery(t *testing.T) {
 			want = []string{repairBuild}
 		case "after-cache", "in-clone-write":
 			want = []string{repairClone}
-		case "after-build", "after-delete", "after-release", "after-deletecache":
+		case "after-build", "after-delete", "after-release", "after-deletecache", "after-prune":
 			want = []string{} // a returned call leaves nothing behind
 		}
 		if want != nil && !slices.Equal(got, want) {
@@ -468,16 +473,14 @@ func TestCrashRecovery(t *testing.T) {
 			total[kind] += n
 		}
 	}
-	var medianStartup time.Duration
-	if len(startups) > 0 {
-		medianStartup = slices.Sorted(slices.Values(startups))[len(startups)/2]
-	}
 	t.Logf("%d kills in %v (checks and Opens %v; child start to ready ≈ %v); final: %d results, cache version %d, %d ids built",
-		len(plan), time.Since(began).Round(time.Millisecond), checkTime.Round(time.Millisecond), medianStartup.Round(time.Millisecond),
+		len(plan), time.Since(began).Round(time.Millisecond), checkTime.Round(time.Millisecond), median(startups).Round(time.Millisecond),
 		len(observe(t, root, false, false, crashCaches).results), model.maxCache(), len(model.status))
 	for _, label := range slices.Sorted(maps.Keys(byLabel)) {
 		t.Logf("  %-18s %2d kills, %2d followed by repairs: %v", label, byLabel[label], withRepairs[label], repairs[label])
 	}
+	t.Logf("prunes: %d logged done, %d killed before (in Prune or after-prune); results pruned: %d logged, %d gone in killed prunes",
+		model.prunes, model.prunesKilled, model.pruned, model.prunedKilled)
 	t.Logf("repairs by kind: %v", total)
 	t.Logf("random kills landed: %v", windows)
 	t.Logf("recovery kills landed: %v", recoveryHit)
@@ -505,6 +508,10 @@ func crashWindow(last string, st observed) string {
 		return "Delete: renamed away, not yet freed"
 	case op == "delete-start":
 		return "Delete: before rename or after return"
+	case (op == "prune-start" || op == "pruned") && slices.Contains(prefixes, resultTmpDir+"/d"):
+		return "Prune: renamed away, not yet freed"
+	case op == "prune-start" || op == "pruned":
+		return "Prune: running or returned, not yet logged"
 	case slices.Contains(prefixes, cacheDir+"/t-"):
 		return "cache: new version beside the old one"
 	case slices.Contains(prefixes, cacheTmpDir+"/k"):

@@ -16,10 +16,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/btrstore/btrstore/btrfstest"
 	"github.com/btrstore/btrstore/ioctl"
 	"github.com/go-logr/logr"
 )
@@ -392,9 +395,22 @@ func crashWrite(path string, content []byte, sync bool) error {
 //	build-failed <id>  Build failed because another builder deleted its base first (soak)
 //	delete-start <id>  before Delete
 //	deleted <id>       after Delete returned
+//	prune-start <n>    before Prune with Limit n (0: none)
+//	pruned <id>        after Prune returned, one line per id it deleted
+//	prune-done         after the pruned lines
 //
 // The crash test and the soak add their own lines about caches.
 type opLog struct{ f *os.File }
+
+// childArgs parses a crash or soak child's arguments: the store root, a
+// tag that makes its ids unique, and a random seed.
+func childArgs(args []string) (root, tag string, seed uint64, err error) {
+	if len(args) != 3 {
+		return "", "", 0, fmt.Errorf("child: want root, tag, seed; got %q", args)
+	}
+	seed, err = strconv.ParseUint(args[2], 10, 64)
+	return args[0], args[1], seed, err
+}
 
 // childOpen is how a crash or soak child starts: it opens the store at
 // root and the opLog name, lists the results (oldest first: ids sort by
@@ -436,13 +452,13 @@ func (l *opLog) note(format string, a ...any) {
 type logTail struct{ offset int64 } // of the first byte not read yet
 
 // read returns the whole lines appended to the log at path since the last
-// call (none if there is no log), and a partial line after them, which it
-// drops: SIGKILL cannot split a line.
-func (l *logTail) read(tb testing.TB, path string) (lines []string, partial []byte) {
+// call (none if there is no log). A partial line after them fails tb
+// (SIGKILL cannot split a line) and is dropped.
+func (l *logTail) read(tb testing.TB, path string) (lines []string) {
 	tb.Helper()
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
 		tb.Fatalf("read %s: %v", path, err)
@@ -460,35 +476,86 @@ func (l *logTail) read(tb testing.TB, path string) (lines []string, partial []by
 	if whole > 0 {
 		lines = strings.Split(string(news[:whole-1]), "\n")
 	}
-	return lines, news[whole:]
+	if whole < len(news) {
+		tb.Errorf("%s ends in a partial line %q (dropped)", filepath.Base(path), news[whole:])
+	}
+	return lines
+}
+
+// planSeed returns the seed of a crash test's or soak's plan: $env if
+// set, else a new one, which it logs.
+func planSeed(t *testing.T, env string) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv(env); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("%s: %v", env, err)
+		}
+	}
+	t.Logf("seed %d (%s=%d repeats the plan; the kill timings still vary)", seed, env, seed)
+	return seed
+}
+
+// awaitReady waits up to 60 s for child c to say it is ready, or to end,
+// and returns how long it took to get ready (0 if it did not), and false
+// if it did neither.
+func awaitReady(c *btrfstest.Child) (startup time.Duration, ok bool) {
+	select {
+	case <-c.Ready():
+		return time.Since(c.Started), true
+	case <-c.Exited():
+		return 0, true
+	case <-time.After(60 * time.Second):
+		return 0, false
+	}
+}
+
+// median returns the median of ds (0 if none).
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return slices.Sorted(slices.Values(ds))[len(ds)/2]
 }
 
 // resultModel is what a child's log says about results: which must be on
 // disk after a kill, and which may be. The crash and soak models hold one.
+// A result may disappear only through a Delete of it or a Prune.
 type resultModel struct {
-	status  map[string]string // id -> started, done, deleting, gone, lost
+	status  map[string]string // id -> started, done, deleting, gone, pruned, lost
 	done    map[string]bool   // ids whose status is done
 	pending map[string]bool   // ids whose status is started or deleting
 	// unfinished holds the ids of builds killed before their result was
 	// published: Open may still publish them, if they were frozen.
 	unfinished map[string]bool
+	// A Prune started and not done: pruneLimit is its Limit, or -1 if
+	// none runs; prunedNow counts the pruned lines it logged so far.
+	pruneLimit, prunedNow int
+	// Prunes: done; killed (running at a kill); results pruned, as
+	// logged and as seen missing after a Prune was killed.
+	prunes, prunesKilled, pruned, prunedKilled int
 }
 
 func newResultModel() resultModel {
-	return resultModel{status: map[string]string{}, done: map[string]bool{}, pending: map[string]bool{}, unfinished: map[string]bool{}}
+	return resultModel{status: map[string]string{}, done: map[string]bool{}, pending: map[string]bool{}, unfinished: map[string]bool{}, pruneLimit: -1}
 }
 
-// applyResult takes in a log line op id about a result, and reports
-// whether op is one: build-start, done, build-failed, delete-start or
-// deleted.
-func (m *resultModel) applyResult(op, id string) bool {
+// applyResult takes in a log line op arg about results, and reports
+// whether op is one: build-start, done, build-failed, delete-start,
+// deleted, prune-start, pruned or prune-done.
+func (m *resultModel) applyResult(op, arg string) bool {
+	id := arg
 	switch op {
 	case "build-start":
 		m.status[id] = "started"
 		m.pending[id] = true
 	case "done":
-		m.status[id] = "done"
 		delete(m.pending, id)
+		if m.status[id] == "pruned" {
+			break // a Prune took it between Build's return and this line
+		}
+		m.status[id] = "done"
 		m.done[id] = true
 	case "build-failed":
 		m.status[id] = "gone"
@@ -500,6 +567,18 @@ func (m *resultModel) applyResult(op, id string) bool {
 	case "deleted":
 		m.status[id] = "gone"
 		delete(m.pending, id)
+	case "prune-start":
+		m.pruneLimit, _ = strconv.Atoi(arg)
+		m.prunedNow = 0
+	case "pruned":
+		m.status[id] = "pruned"
+		delete(m.done, id)
+		delete(m.pending, id)
+		m.prunedNow++
+		m.pruned++
+	case "prune-done":
+		m.pruneLimit = -1
+		m.prunes++
 	default:
 		return false
 	}
@@ -528,14 +607,34 @@ func (m *resultModel) checkResults(tb testing.TB, results []string, childOpens b
 			tb.Errorf("invariant: result %s exists but was deleted, or its build failed", id)
 		case "lost":
 			tb.Errorf("invariant: result %s, lost earlier, is back", id)
+		case "pruned":
+			tb.Errorf("invariant: result %s exists but Prune returned it as pruned", id)
 		}
 	}
+	// A Prune killed while it ran may have deleted any result, up to
+	// its Limit.
+	vanished := 0
 	for _, id := range slices.Sorted(maps.Keys(m.done)) {
-		if !present[id] {
-			tb.Errorf("invariant: result %s, reported done, is lost", id)
+		switch {
+		case present[id]:
+		case m.pruneLimit >= 0:
+			vanished++
+			m.status[id] = "pruned"
+			delete(m.done, id)
+		default:
+			tb.Errorf("invariant: result %s, reported done, is lost (no Delete or Prune ran)", id)
 			m.status[id] = "lost" // reported once
 			delete(m.done, id)
 		}
+	}
+	if m.pruneLimit >= 0 {
+		if m.pruneLimit > 0 && m.prunedNow+vanished > m.pruneLimit {
+			tb.Errorf("invariant: a Prune with Limit %d deleted %d results (%d returned, %d more gone at the kill)",
+				m.pruneLimit, m.prunedNow+vanished, m.prunedNow, vanished)
+		}
+		m.prunesKilled++
+		m.prunedKilled += vanished
+		m.pruneLimit = -1
 	}
 	for id := range m.pending {
 		if present[id] {

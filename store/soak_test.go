@@ -36,7 +36,11 @@ import (
 // base's files in its work dir, then writes its own), delete the oldest
 // results beyond soakMaxResults and random ones, lease, check, rewrite and
 // release the shared caches, and now and then delete a cache; one more
-// goroutine calls CompleteDeletes every few hundred milliseconds.
+// goroutine calls CompleteDeletes every few hundred milliseconds, and
+// another prunes a few results (Prune with a Limit of 1-4, half the time
+// with UsedBefore too) every 50-400 ms. The pruner checks that Prune
+// deleted no base of a build that ran through the whole Prune; the parent
+// allows a result to disappear only through a Delete of it or a Prune.
 //
 // The parent lets the worker run 1-5 s after it is ready (one round in
 // soakEarlyKill: under 100 ms after its start, before or in its Open's
@@ -98,22 +102,22 @@ type soakWorker struct {
 	log      *opLog // state/soak.log
 	versions atomic.Int64
 
-	mu   sync.Mutex // guards live
-	live []string   // results built and not being deleted, oldest first
+	mu   sync.Mutex        // guards live, held and gone
+	live []string          // results built and not being deleted, oldest first
+	held map[string]string // id being built -> its base, while its function runs
+	gone map[string]bool   // results Prune deleted
+
+	pruning sync.Mutex // held by the pruner from before Prune until gone is updated
 }
 
 // soakChild is the worker; args are the store root, the round and a seed.
 // It runs until killed, or returns the first error of its goroutines.
 func soakChild(args []string) error {
-	if len(args) != 3 {
-		return fmt.Errorf("soak child: want root, round, seed; got %q", args)
-	}
-	root := args[0]
-	tag, err := strconv.Atoi(args[1])
+	root, round, seed, err := childArgs(args)
 	if err != nil {
 		return err
 	}
-	seed, err := strconv.ParseUint(args[2], 10, 64)
+	tag, err := strconv.Atoi(round)
 	if err != nil {
 		return err
 	}
@@ -122,13 +126,14 @@ func soakChild(args []string) error {
 	if err != nil {
 		return err
 	}
-	w := &soakWorker{s: s, tag: tag, log: log, live: live}
-	errc := make(chan error, soakBuilders+1)
+	w := &soakWorker{s: s, tag: tag, log: log, live: live, held: map[string]string{}, gone: map[string]bool{}}
+	errc := make(chan error, soakBuilders+2)
 	for g := range soakBuilders {
 		rng := rand.New(rand.NewPCG(seed, uint64(g)))
 		go func() { errc <- w.builder(ctx, g, rng) }()
 	}
 	go func() { errc <- w.completer(ctx, rand.New(rand.NewPCG(seed, soakBuilders))) }()
+	go func() { errc <- w.pruner(ctx, rand.New(rand.NewPCG(seed, soakBuilders+1))) }()
 	return <-errc
 }
 
@@ -180,17 +185,26 @@ func (w *soakWorker) build(ctx context.Context, id string, rng *rand.Rand) error
 	w.log.note("build-start %s", id)
 	err := w.s.Build(ctx, id, base, func(_ context.Context, dir string) error {
 		ran = true
+		w.mu.Lock()
+		w.held[id] = base // snapshotted: Prune must leave it alone now
+		w.mu.Unlock()
 		return soakWriteResult(dir, id, base)
 	})
+	w.mu.Lock()
+	delete(w.held, id)
+	w.mu.Unlock()
 	switch {
 	case err == nil:
 		w.log.note("done %s", id)
 		w.mu.Lock()
-		w.live = append(w.live, id)
+		if !w.gone[id] { // a Prune may take it as soon as Build published it
+			w.live = append(w.live, id)
+		}
 		w.mu.Unlock()
-	case !ran && base != "" && errors.Is(err, fs.ErrNotExist) && !w.isLive(base):
-		// Another builder deleted the base before this build's snapshot
-		// of it began (once it begins, Delete waits for it).
+	case !ran && base != "" && errors.Is(err, fs.ErrNotExist) && w.deleted(base):
+		// Another builder deleted the base, or the pruner pruned it,
+		// before this build's snapshot of it began (once it begins,
+		// Delete waits for it and Prune skips it).
 		w.log.note("build-failed %s", id)
 	default:
 		return fmt.Errorf("build %s on base %q: %w", id, base, err)
@@ -198,10 +212,14 @@ func (w *soakWorker) build(ctx context.Context, id string, rng *rand.Rand) error
 	return nil
 }
 
-func (w *soakWorker) isLive(id string) bool {
+// deleted reports whether a builder took id out of the live list to
+// delete it, or a Prune deleted it: a running Prune is waited for.
+func (w *soakWorker) deleted(id string) bool {
+	w.pruning.Lock()
+	defer w.pruning.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return slices.Contains(w.live, id)
+	return w.gone[id] || !slices.Contains(w.live, id)
 }
 
 // victims takes the results to delete out of the live list: the oldest
@@ -274,6 +292,47 @@ func (w *soakWorker) completer(ctx context.Context, rng *rand.Rand) error {
 			continue
 		}
 		w.log.note("completedeletes-done")
+	}
+}
+
+// pruner prunes 1-4 results every 50-400 ms, half the time only those
+// not used in the last 0-3 s, and fails if Prune deleted the base of a
+// build whose function ran all through the Prune.
+func (w *soakWorker) pruner(ctx context.Context, rng *rand.Rand) error {
+	for {
+		time.Sleep(50*time.Millisecond + time.Duration(rng.Int64N(int64(350*time.Millisecond))))
+		opts := PruneOptions{Limit: 1 + rng.IntN(4)}
+		if rng.IntN(2) == 0 {
+			opts.UsedBefore = time.Now().Add(-time.Duration(rng.Int64N(int64(3 * time.Second))))
+		}
+		w.pruning.Lock()
+		w.mu.Lock()
+		held := maps.Clone(w.held)
+		w.mu.Unlock()
+		w.log.note("prune-start %d", opts.Limit)
+		pruned, err := w.s.Prune(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("prune %+v: %w", opts, err)
+		}
+		for _, id := range pruned {
+			w.log.note("pruned %s", id)
+		}
+		w.log.note("prune-done")
+		w.mu.Lock()
+		for id, base := range held {
+			if w.held[id] == base && slices.Contains(pruned, base) {
+				err = fmt.Errorf("invariant: Prune deleted %s while the build of %s on it ran", base, id)
+			}
+		}
+		for _, id := range pruned {
+			w.gone[id] = true
+		}
+		w.live = slices.DeleteFunc(w.live, func(id string) bool { return w.gone[id] })
+		w.mu.Unlock()
+		w.pruning.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 }
 
@@ -412,11 +471,7 @@ type soakCacheOp struct {
 // read takes in the lines the child appended since the last read.
 func (m *soakModel) read(tb testing.TB, path string) {
 	tb.Helper()
-	lines, partial := m.tail.read(tb, path)
-	if len(partial) > 0 {
-		tb.Errorf("%s ends in a partial line %q (skipped)", soakLogName, partial)
-	}
-	for _, line := range lines {
+	for _, line := range m.tail.read(tb, path) {
 		if line != "" {
 			m.line++
 			m.apply(tb, line)
@@ -443,6 +498,7 @@ func (m *soakModel) apply(tb testing.TB, line string) {
 		"cache-start": 2, "cloned": 3, "release-start": 2, "released": 2,
 		"deletecache-start": 2, "cache-deleted": 2,
 		"completedeletes-start": 0, "completedeletes-done": 0,
+		"prune-start": 1, "pruned": 1, "prune-done": 0,
 	}
 	if n, ok := nargs[f[0]]; !ok || len(f) != n+1 {
 		tb.Errorf("bad line in %s: %q", soakLogName, line)
@@ -665,15 +721,8 @@ func TestSoak(t *testing.T) {
 	root := fsys.Path
 	ctx := t.Context()
 
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv(soakSeedEnv); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatalf("%s: %v", soakSeedEnv, err)
-		}
-	}
-	t.Logf("soak for %v, seed %d (%s=%d repeats the plan; the timings still vary)", duration, seed, soakSeedEnv, seed)
-	rng := rand.New(rand.NewPCG(seed, 3))
+	t.Logf("soak for %v", duration)
+	rng := rand.New(rand.NewPCG(planSeed(t, soakSeedEnv), 3))
 
 	violations := &soakViolations{t: t}
 	tb := soakTB{TB: t, v: violations}
@@ -707,15 +756,12 @@ func TestSoak(t *testing.T) {
 		openFailed bool
 	)
 	summary := func() {
-		var startup time.Duration
-		if len(startups) > 0 {
-			startup = slices.Sorted(slices.Values(startups))[len(startups)/2]
-		}
 		c := model.counts
-		t.Logf("soak summary: duration %v, builds completed %d, cache releases %d, deletes %d, kills survived %d of %d, repairs by kind %v, invariant violations %d, worker errors %d",
-			time.Since(began).Round(time.Second), c.builds, c.releases, c.deletes, survived, kills, repairs, violations.n, violations.errors)
+		r := model.resultModel
+		t.Logf("soak summary: duration %v, builds completed %d, cache releases %d, deletes %d, prunes %d (results pruned %d), kills survived %d of %d (%d in a Prune, which had deleted %d results), repairs by kind %v, invariant violations %d, worker errors %d",
+			time.Since(began).Round(time.Second), c.builds, c.releases, c.deletes, r.prunes, r.pruned, survived, kills, r.prunesKilled, r.prunedKilled, repairs, violations.n, violations.errors)
 		t.Logf("soak details: %d rounds (%d killed at start, worker start to ready ≈ %v); %d leases, %d DeleteCaches, %d CompleteDeletes (%d failed), %d builds failed on a base deleted meanwhile; free space %.1f%% at start, %.1f%% at least",
-			rounds, early, startup.Round(time.Millisecond), c.leases, c.cacheDeletes, c.completeDeletes, c.completeDeletesFailed, c.baseGone, freeAtStart, minFree)
+			rounds, early, median(startups).Round(time.Millisecond), c.leases, c.cacheDeletes, c.completeDeletes, c.completeDeletesFailed, c.baseGone, freeAtStart, minFree)
 	}
 
 	for rounds = 1; time.Since(began) < duration; rounds++ {
@@ -727,12 +773,12 @@ func TestSoak(t *testing.T) {
 			label = "starting"
 			time.Sleep(time.Duration(rng.Int64N(int64(100 * time.Millisecond))))
 		} else {
-			select {
-			case <-c.Ready():
-				startups = append(startups, time.Since(c.Started))
-			case <-c.Exited():
-			case <-time.After(60 * time.Second):
+			d, ok := awaitReady(c)
+			if !ok {
 				violations.workerError("the worker was not ready 60 s after its start")
+			}
+			if d > 0 {
+				startups = append(startups, d)
 			}
 			select {
 			case <-time.After(time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))):
@@ -748,7 +794,7 @@ func TestSoak(t *testing.T) {
 				early++
 			}
 		}
-		prev := model.counts
+		prev, prevPruned, prevInPrune := model.counts, model.pruned+model.prunedKilled, model.prunesKilled
 		var got []string
 		var free float64
 		opened := false
@@ -774,9 +820,12 @@ func TestSoak(t *testing.T) {
 			survived++
 		}
 		nc := model.counts
-		t.Logf("round %d: killed while %s after %v; +%d builds, +%d releases, +%d deletes; %d results live; repairs %d; free %.1f%%; violations %d, worker errors %d",
+		if model.prunesKilled > prevInPrune {
+			label += " (in a Prune)"
+		}
+		t.Logf("round %d: killed while %s after %v; +%d builds, +%d releases, +%d deletes, +%d pruned; %d results live; repairs %d; free %.1f%%; violations %d, worker errors %d",
 			rounds, label, ranFor.Round(time.Millisecond), nc.builds-prev.builds, nc.releases-prev.releases,
-			nc.deletes-prev.deletes, len(model.done), len(got), free, violations.n-before, violations.errors-errorsBefore)
+			nc.deletes-prev.deletes, model.pruned+model.prunedKilled-prevPruned, len(model.done), len(got), free, violations.n-before, violations.errors-errorsBefore)
 		if violations.n > before {
 			badRun++
 		} else {
