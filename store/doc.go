@@ -20,7 +20,9 @@
 //	result-tmp/i<n>/out/<id>/snapshot  a result being imported (Import)
 //	result-tmp/i<n>/chain/c<n>/snapshot  a parent received only as a base
 //	state/                 left to the caller (its database)
-//	cache/c-<escaped name> a cache: a read-only subvolume
+//	cache/c-<escaped name> a cache: a read-only subvolume (the xattr
+//	                       user.btrstore.released.<hash> of cache/ holds
+//	                       its last release that kept the version)
 //	cache/t-<n>            a cache version being created or swapped out
 //	cache-tmp/k<n>         a writable clone handed out by Cache
 //
@@ -106,15 +108,15 @@
 // the owner (unless it has that owner already) and marks it
 // (ioctl.MarkChangesFd). Release, under the lock: if the generation is
 // unchanged and nothing in the clone changed (ioctl.ChangedSinceFd),
-// bumps the generation and keeps the current version (no snapshot, no
-// commit); if it changed, snapshots the clone read-only to cache/t-<n>,
-// exchanges that with cache/c-<name> by renameat2(RENAME_EXCHANGE),
-// deletes the old version and bumps the generation; otherwise discards
-// the clone. The first
+// bumps the generation, keeps the current version (no snapshot, no
+// commit) and records the time on cache/ (one fsetxattr); if it changed,
+// snapshots the clone read-only to cache/t-<n>, exchanges that with
+// cache/c-<name> by renameat2(RENAME_EXCHANGE), deletes the old version
+// and bumps the generation; otherwise discards the clone. The first
 // release of a generation wins (a release whose save failed keeps the old
 // version and does not count).
 // DeleteCache bumps the generation, so clones in flight are discarded on
-// release.
+// release, and removes the cache's recorded release time.
 //
 // # Crashes
 //
@@ -123,7 +125,8 @@
 // process left: it publishes results that were frozen but not yet renamed
 // into result/ (see below), empties result-tmp and cache-tmp, removes
 // cache/t-* entries, and removes any result or cache that is not a
-// read-only subvolume where one should be, logging each repair. Cache
+// read-only subvolume where one should be, logging each repair, and the
+// release times recorded for caches that no longer exist. Cache
 // generations live in memory and restart with Open.
 //
 // A result that Build reported survives a crash of the machine too, with
@@ -133,7 +136,9 @@
 // result and publishes it. (An fsync of result/ would force a full commit,
 // as btrfs cannot log a directory renamed from another parent: it made
 // the build cycle 1.3 times as long.) A released cache version, a delete
-// and a DeleteCache may be undone by such a crash, never half-done.
+// and a DeleteCache may be undone by such a crash, never half-done; last
+// uses of results and release times of caches written in the last commit
+// interval may be lost.
 //
 // # What a build step may do
 //
@@ -221,4 +226,7 @@
 // least recently used results first, skipping those in use (a Build on
 // them or of them running). A cache release whose clone nobody changed
 // keeps the current version: no snapshot, no commit (see unchanged.go).
+// Caches lists the caches with when each was last released: the
+// creation time of its version, or the time such a release recorded on
+// cache/ (see released.go), no commit, no fsync.
 package store

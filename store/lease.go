@@ -247,10 +247,9 @@ func (l *CacheLease) release(ctx context.Context) error {
 		case err != nil:
 			s.log.Error(err, "saving cache failed; the previous version is kept", "name", l.name)
 		case unchanged:
-			s.cacheReleased(l.entry)
+			s.cacheKept(l.entry)
 			s.log.V(1).Info("cache unchanged: current version kept", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
 		default:
-			s.cacheReleased(l.entry)
 			s.log.V(1).Info("cache saved", "name", l.name, "generation", l.gen+1, "duration", time.Since(start), "held", start.Sub(l.start))
 		}
 	}
@@ -345,8 +344,9 @@ func (l *CacheLease) save() error {
 	return nil
 }
 
-// DeleteCache deletes cache name. Clones in use stay usable, but their
-// release is discarded; the next Cache starts empty.
+// DeleteCache deletes cache name, and the time of its last release
+// recorded on cache/. Clones in use stay usable, but their release is
+// discarded; the next Cache starts empty.
 func (s *Store) DeleteCache(ctx context.Context, name string) error {
 	entry, err := cacheEntry(name)
 	if err != nil {
@@ -367,12 +367,16 @@ func (s *Store) DeleteCache(ctx context.Context, name string) error {
 	// kernel refuses (a flag or mode a step left, no CAP_SYS_ADMIN) is it
 	// renamed away first, so that cache/<name> is never a half-unlocked
 	// version while removeEntry makes it deletable.
+	var trash string
 	err = ioctl.DeleteSubvolumeAt(s.cacheFd, entry, 0)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		trash, merr := s.moveToTmp(s.cacheFd, entry, s.cacheFd, "t-")
-		if merr != nil {
+		var merr error
+		if trash, merr = s.moveToTmp(s.cacheFd, entry, s.cacheFd, "t-"); merr != nil {
 			return fmt.Errorf("btrstore: delete cache %q: %w", name, err)
 		}
+	}
+	s.forgetReleased(entry)
+	if trash != "" {
 		if err := s.removeEntry(s.cacheFd, cacheDir, trash); err != nil {
 			return fmt.Errorf("btrstore: delete cache %q: cache gone, but freeing it failed (Open retries): %w", name, err)
 		}

@@ -228,18 +228,31 @@ type CacheInfo struct {
 	// LastReleased is when the cache was last released: the creation
 	// time of its current version (the read-only subvolume
 	// cache/c-<name>, made when a Release saved it, or when the cache
-	// was created), or, if later, the last release by this Store that
-	// found the clone unchanged and kept the version (such a release
-	// writes nothing to disk, so after Close and Open it is forgotten).
+	// was created), or, if later, the last release that found the clone
+	// unchanged and kept the version. Such a release records its time
+	// in an extended attribute of the directory cache/, which survives
+	// Close and Open (see Caches); where that cannot be written, only
+	// the Store that released it knows.
 	LastReleased time.Time
 }
 
 // Caches yields every cache, in no particular order, with when it was
-// last saved, so that a pruner can DeleteCache the stale ones. An error
-// (the directory unreadable) is yielded once and ends the listing.
+// last released, so that a pruner can DeleteCache the stale ones. An
+// error (the directory unreadable) is yielded once and ends the listing.
 //
-// Cost: one readdir of cache/ and one open and GET_SUBVOL_INFO per cache;
-// nothing is held while the caller's loop body runs.
+// A release that keeps the version records its time with one fsetxattr
+// on cache/ (user.btrstore.released.<hash of the name>): no transaction
+// commit, no fsync, so a crash of the machine loses at most the last
+// commit interval (30 s by default) of such releases, and Close and Open
+// lose nothing. The kernel sets cache/'s change time with it, and a
+// recorded time is taken as no later than that: whoever can write cache/
+// (only the store's user, and root) can make a cache look released at
+// any time up to its last change, much as it could by putting a fresh
+// subvolume in its place, and never older than its version.
+//
+// Cost: one readdir and one fstat of cache/, and per cache one open,
+// GET_SUBVOL_INFO and fgetxattr; nothing is held while the caller's loop
+// body runs.
 //
 // Privilege: none. Kernel: 4.18 (GET_SUBVOL_INFO). Concurrency: safe.
 func (s *Store) Caches() iter.Seq2[CacheInfo, error] {
@@ -267,6 +280,14 @@ func (s *Store) listCaches() ([]CacheInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("btrstore: caches: %w", &fs.PathError{Op: "readdir", Path: cacheDir, Err: err})
 	}
+	// A release time recorded on cache/ is no later than the last change
+	// of cache/ (see released.go).
+	var st unix.Stat_t
+	if err := unix.Fstat(s.cacheFd, &st); err != nil {
+		return nil, fmt.Errorf("btrstore: caches: %w", &fs.PathError{Op: "fstat", Path: cacheDir, Err: err})
+	}
+	changed := time.Unix(st.Ctim.Unix())
+	buf := make([]byte, 32+maxName)
 	slices.Sort(names)
 	var infos []CacheInfo
 	for _, entry := range names {
@@ -287,7 +308,7 @@ func (s *Store) listCaches() ([]CacheInfo, error) {
 			continue // not a cache (Open removes it)
 		}
 		last := info.Otime
-		if t := s.lastReleased(entry); t.After(last) {
+		if t := s.lastReleased(entry, changed, buf); t.After(last) {
 			last = t // an unchanged release, which keeps the version
 		}
 		infos = append(infos, CacheInfo{Name: name, LastReleased: last})

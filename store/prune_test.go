@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/btrstore/btrstore/btrfstest"
+	"github.com/btrstore/btrstore/ioctl"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"golang.org/x/sys/unix"
 )
 
 // buildAged builds results named prefix0..prefix(n-1), each used later
@@ -277,5 +279,127 @@ func TestCaches(t *testing.T) {
 	}
 	if got := list(); len(got) != 1 || got[names[1]].Name != names[1] {
 		t.Errorf("Caches after DeleteCache = %v", got)
+	}
+}
+
+// TestCacheReleasedAcrossReopen: a release that keeps the version (the
+// clone unchanged) is remembered across Close and Open, costs no
+// transaction commit, and is forgotten with the cache.
+func TestCacheReleasedAcrossReopen(t *testing.T) {
+	s, fsys := newStore(t)
+	ctx := t.Context()
+	owner := Owner{os.Getuid(), os.Getgid()}
+	lease := func(s *Store, name string) *CacheLease {
+		t.Helper()
+		l, err := s.Cache(ctx, name, owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	release := func(l *CacheLease) {
+		t.Helper()
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caches := func(s *Store) map[string]CacheInfo {
+		t.Helper()
+		m := map[string]CacheInfo{}
+		for c, err := range s.Caches() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[c.Name] = c
+		}
+		return m
+	}
+	names := []string{"idle", "kept"}
+	for i := range 10 {
+		names = append(names, "n"+strconv.Itoa(i))
+	}
+	for _, name := range names {
+		l := lease(s, name)
+		must(t, writeFile(l.Path(), "f", name))
+		release(l)
+	}
+	saved := caches(s) // the versions' creation times
+	time.Sleep(100 * time.Millisecond)
+	var leases []*CacheLease
+	for _, name := range names[1:] {
+		leases = append(leases, lease(s, name))
+	}
+	commits := commitCount(t, s)
+	before := time.Now()
+	for _, l := range leases {
+		release(l) // unchanged
+	}
+	after := time.Now()
+	if c := commitCount(t, s); commits >= 0 && c > commits+1 { // the periodic commit may fall in between
+		t.Errorf("%d unchanged releases made %d transaction commits, want none", len(leases), c-commits)
+	}
+	// Recorded through fsetxattr, whose time is the kernel's (coarse)
+	// clock's: up to a tick before time.Now.
+	check := func(when string, got map[string]CacheInfo) {
+		t.Helper()
+		if c := got["idle"]; !c.LastReleased.Equal(saved["idle"].LastReleased) {
+			t.Errorf("%s: idle cache released %v, want its version's creation %v", when, c.LastReleased, saved["idle"].LastReleased)
+		}
+		for _, name := range names[1:] {
+			c := got[name]
+			if c.LastReleased.Before(before.Add(-20*time.Millisecond)) || c.LastReleased.After(after) {
+				t.Errorf("%s: cache %q released %v, want in [%v, %v] (version made %v)", when, name, c.LastReleased, before, after, saved[name].LastReleased)
+			}
+		}
+	}
+	check("same Store", caches(s))
+	must(t, s.Close())
+	s, err := Open(ctx, fsys.Path, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	check("after Close and Open", caches(s))
+
+	// DeleteCache forgets the time; a time left by a DeleteCache killed
+	// before it removed it goes at the next Open; a cache made again
+	// under the name starts at its version.
+	cacheDir := filepath.Join(fsys.Path, "cache")
+	attr := releasedXattr(Escape("kept"))
+	must(t, s.DeleteCache(ctx, "kept"))
+	if _, err := unix.Getxattr(cacheDir, attr, nil); err != unix.ENODATA {
+		t.Errorf("release time of a deleted cache: getxattr %v, want ENODATA", err)
+	}
+	future := strconv.FormatInt(time.Now().Add(time.Hour).UnixNano(), 10) + " " + Escape("kept")
+	must(t, unix.Setxattr(cacheDir, attr, []byte(future), 0))
+	must(t, s.Close())
+	if s, err = Open(ctx, fsys.Path, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Getxattr(cacheDir, attr, nil); err != unix.ENODATA {
+		t.Errorf("Open left the release time of a deleted cache: getxattr %v, want ENODATA", err)
+	}
+	must(t, unix.Setxattr(cacheDir, attr, []byte(future), 0)) // too late for Open: Caches bounds it
+	l := lease(s, "kept")
+	must(t, writeFile(l.Path(), "f", "again"))
+	release(l)
+	fd, err := unix.Open(filepath.Join(cacheDir, Escape("kept")), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	must(t, err)
+	info, err := ioctl.SubvolumeInfoFd(fd)
+	unix.Close(fd)
+	must(t, err)
+	var st unix.Stat_t
+	must(t, unix.Stat(cacheDir, &st))
+	if got := caches(s)["kept"].LastReleased; got.Before(info.Otime) || got.After(time.Unix(st.Ctim.Unix())) {
+		t.Errorf("cache made again: released %v, want from its version's creation %v to cache/'s last change %v", got, info.Otime, time.Unix(st.Ctim.Unix()))
+	}
+
+	// What cache/ carries is believed no later than cache/'s last change
+	// and only for the cache it names.
+	for _, v := range []string{"garbage", strconv.FormatInt(time.Now().UnixNano(), 10) + " " + Escape("other")} {
+		must(t, unix.Setxattr(cacheDir, releasedXattr(Escape("idle")), []byte(v), 0))
+		if got := caches(s)["idle"].LastReleased; !got.Equal(saved["idle"].LastReleased) {
+			t.Errorf("xattr %q: idle cache released %v, want its version's creation %v", v, got, saved["idle"].LastReleased)
+		}
 	}
 }

@@ -16,8 +16,10 @@ import (
 // (builds in progress, clones, results being deleted); a result/<id> that is not a directory holding a
 // read-only subvolume "snapshot" is removed; in cache/, entries other
 // than escaped cache names (versions being swapped in or out) are removed,
-// and a cache that is not a read-only subvolume is removed. Each repair is
-// logged. Everything else is left alone.
+// and a cache that is not a read-only subvolume is removed, and so are
+// the release times recorded on cache/ for caches that no longer exist
+// (see released.go). Each repair is logged (the last at V(1)). Everything
+// else is left alone.
 //
 // Removal is as safe as removeEntry makes it (no symlink followed, mounts
 // detached, flags cleared). An entry that still cannot be removed is
@@ -70,8 +72,10 @@ func (s *Store) repair(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	kept := caches[:0]
 	for _, n := range caches {
 		if strings.HasPrefix(n, "c-") && s.isReadOnlySubvolume(dir{s.cacheFd, cacheDir}, n) {
+			kept = append(kept, n)
 			continue
 		}
 		s.log.Info("removing left-over cache entry", "entry", n)
@@ -79,6 +83,7 @@ func (s *Store) repair(ctx context.Context) error {
 			s.log.Error(err, "cannot remove left-over cache entry; left for the next Open", "entry", n)
 		}
 	}
+	s.dropStaleReleases(kept)
 	return nil
 }
 

@@ -129,7 +129,7 @@ type Store struct {
 	results  keylock.Table // by result id: shared while snapshotted as a base, exclusive for Delete
 	bases    useCounts     // results that running builds started from (Prune skips them)
 	caches   cache.Table   // per cache name: lock and generation
-	released releaseTimes  // when this Store last released each cache
+	released releaseTimes  // releases that kept the version, in memory (see released.go)
 
 	mu      sync.Mutex               // guards running and leases
 	running map[string]runningBuild  // builds in progress, by id

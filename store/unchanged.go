@@ -2,8 +2,6 @@ package store
 
 import (
 	"os"
-	"sync"
-	"time"
 
 	"github.com/btrstore/btrstore/ioctl"
 	"golang.org/x/sys/unix"
@@ -11,7 +9,7 @@ import (
 
 // An unchanged cache clone is not saved: Release keeps the current
 // version (still winning its generation), which costs no snapshot and no
-// transaction commit. The clone is marked (ioctl.MarkChangesFd) right
+// transaction commit, and records when on cache/ (see released.go). The clone is marked (ioctl.MarkChangesFd) right
 // after its snapshot; the chown that hands it to its owner, if the owner
 // differs, is accepted into the mark; Release asks ioctl.ChangedSinceFd.
 // Where the answer cannot be had (a kernel before 5.10, an error), the
@@ -56,31 +54,6 @@ func (l *CacheLease) changed() bool {
 		return true
 	}
 	return changed
-}
-
-// releaseTimes records when each cache was last released by a Store, as
-// an unchanged release leaves no trace on disk.
-type releaseTimes struct {
-	mu sync.Mutex           // guards m
-	m  map[string]time.Time // by escaped entry
-}
-
-// cacheReleased records that cache entry was released now.
-func (s *Store) cacheReleased(entry string) {
-	s.released.mu.Lock()
-	defer s.released.mu.Unlock()
-	if s.released.m == nil {
-		s.released.m = map[string]time.Time{}
-	}
-	s.released.m[entry] = time.Now()
-}
-
-// lastReleased returns when this Store last released cache entry; zero if
-// it did not.
-func (s *Store) lastReleased(entry string) time.Time {
-	s.released.mu.Lock()
-	defer s.released.mu.Unlock()
-	return s.released.m[entry]
 }
 
 // canSnapshotOthers reports whether the store may snapshot a subvolume
