@@ -87,7 +87,7 @@ func hotAlternate(b *testing.B, x, y hotSide) {
 	ratios := make([]float64, blocks)
 	var sumX, sumY, cpuX, cpuY time.Duration
 	run := func(side hotSide, from int, sum, cpu *time.Duration) time.Duration {
-		c0 := benchThreadCPU(b)
+		c0 := benchCPU(b, unix.RUSAGE_THREAD)
 		t0 := time.Now()
 		var err error
 		for i := from; i < min(from+hotBlock, b.N) && err == nil; i++ {
@@ -97,7 +97,7 @@ func hotAlternate(b *testing.B, x, y hotSide) {
 			err = side.settle()
 		}
 		d := time.Since(t0)
-		*cpu += benchThreadCPU(b) - c0
+		*cpu += benchCPU(b, unix.RUSAGE_THREAD) - c0
 		*sum += d
 		if err != nil {
 			b.Fatal(err)
