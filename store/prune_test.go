@@ -254,17 +254,7 @@ func TestCaches(t *testing.T) {
 		}
 	}
 	after := time.Now().Add(time.Second)
-	list := func() map[string]CacheInfo {
-		m := map[string]CacheInfo{}
-		for c, err := range s.Caches() {
-			if err != nil {
-				t.Fatal(err)
-			}
-			m[c.Name] = c
-		}
-		return m
-	}
-	got := list()
+	got := cachesByName(t, s)
 	if len(got) != 2 {
 		t.Fatalf("Caches = %v, want %v", got, names)
 	}
@@ -277,7 +267,7 @@ func TestCaches(t *testing.T) {
 	if err := s.DeleteCache(ctx, "plain"); err != nil {
 		t.Fatal(err)
 	}
-	if got := list(); len(got) != 1 || got[names[1]].Name != names[1] {
+	if got := cachesByName(t, s); len(got) != 1 || got[names[1]].Name != names[1] {
 		t.Errorf("Caches after DeleteCache = %v", got)
 	}
 }
@@ -303,17 +293,6 @@ func TestCacheReleasedAcrossReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	caches := func(s *Store) map[string]CacheInfo {
-		t.Helper()
-		m := map[string]CacheInfo{}
-		for c, err := range s.Caches() {
-			if err != nil {
-				t.Fatal(err)
-			}
-			m[c.Name] = c
-		}
-		return m
-	}
 	names := []string{"idle", "kept"}
 	for i := range 10 {
 		names = append(names, "n"+strconv.Itoa(i))
@@ -323,7 +302,7 @@ func TestCacheReleasedAcrossReopen(t *testing.T) {
 		must(t, writeFile(l.Path(), "f", name))
 		release(l)
 	}
-	saved := caches(s) // the versions' creation times
+	saved := cachesByName(t, s) // the versions' creation times
 	time.Sleep(100 * time.Millisecond)
 	var leases []*CacheLease
 	for _, name := range names[1:] {
@@ -352,14 +331,14 @@ func TestCacheReleasedAcrossReopen(t *testing.T) {
 			}
 		}
 	}
-	check("same Store", caches(s))
+	check("same Store", cachesByName(t, s))
 	must(t, s.Close())
 	s, err := Open(ctx, fsys.Path, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { s.Close() }()
-	check("after Close and Open", caches(s))
+	check("after Close and Open", cachesByName(t, s))
 
 	// DeleteCache forgets the time; a time left by a DeleteCache killed
 	// before it removed it goes at the next Open; a cache made again
@@ -390,7 +369,7 @@ func TestCacheReleasedAcrossReopen(t *testing.T) {
 	must(t, err)
 	var st unix.Stat_t
 	must(t, unix.Stat(cacheDir, &st))
-	if got := caches(s)["kept"].LastReleased; got.Before(info.Otime) || got.After(time.Unix(st.Ctim.Unix())) {
+	if got := cachesByName(t, s)["kept"].LastReleased; got.Before(info.Otime) || got.After(time.Unix(st.Ctim.Unix())) {
 		t.Errorf("cache made again: released %v, want from its version's creation %v to cache/'s last change %v", got, info.Otime, time.Unix(st.Ctim.Unix()))
 	}
 
@@ -398,8 +377,21 @@ func TestCacheReleasedAcrossReopen(t *testing.T) {
 	// and only for the cache it names.
 	for _, v := range []string{"garbage", strconv.FormatInt(time.Now().UnixNano(), 10) + " " + Escape("other")} {
 		must(t, unix.Setxattr(cacheDir, releasedXattr(Escape("idle")), []byte(v), 0))
-		if got := caches(s)["idle"].LastReleased; !got.Equal(saved["idle"].LastReleased) {
+		if got := cachesByName(t, s)["idle"].LastReleased; !got.Equal(saved["idle"].LastReleased) {
 			t.Errorf("xattr %q: idle cache released %v, want its version's creation %v", v, got, saved["idle"].LastReleased)
 		}
 	}
+}
+
+// cachesByName is s.Caches() by name.
+func cachesByName(t *testing.T, s *Store) map[string]CacheInfo {
+	t.Helper()
+	m := map[string]CacheInfo{}
+	for c, err := range s.Caches() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[c.Name] = c
+	}
+	return m
 }
