@@ -1,8 +1,8 @@
 // Package treecmp compares two directory trees as a receive must
 // reproduce them: type, mode, owner, size, content hash, data/hole map,
 // symlink target, device number, xattrs, mtime and hard links. For tests
-// (it fails the test it is given); a copy of receive's tree_test.go, which
-// can move onto it.
+// (it fails the test it is given): receive's, remote/s3's and the store's
+// Export/Import tests.
 package treecmp
 
 import (
