@@ -174,6 +174,24 @@ func newAnalysis(rs *results) *analysis {
 		goal:  "≥ 0.9×", limit: 0.9,
 		values: a.parallelVsBest(top),
 	}, rs.why(parallelFull(top, "store")))
+	// Issue 11: one builder must not pay for the layout that lets several
+	// scale, and several must keep the gain over the seed's layout.
+	build := workloadByKey("build")
+	add(&target{
+		what: "one builder: store build cycle over the bare sequence on the seed's layout (naive layout)",
+		goal: "≥ 1×", limit: 1,
+		values: a.ratios(build.benchName("naive-layout"), storeName(build), "ns/op"),
+	}, firstReason(rs.why(build.benchName("naive-layout")), rs.why(storeName(build))))
+	add(&target{
+		what: "one builder: store build cycle over dennwc/btrfs running the seed's sequence",
+		goal: "≥ 1×", limit: 1,
+		values: a.speedups(build, colDennwc),
+	}, a.whyNot(build, colDennwc))
+	add(&target{
+		what: fmt.Sprintf("%d parallel builders: store throughput over the bare sequence's on the seed's layout", top),
+		goal: "≥ 1.3×", limit: 1.3,
+		values: a.ratios(parallelFull(top, "store"), parallelFull(top, "naive-layout"), "builds/s"),
+	}, firstReason(rs.why(parallelFull(top, "store")), rs.why(parallelFull(top, "naive-layout"))))
 	allocs := &target{what: "allocs/op of the ioctl wrappers reported", goal: "reported"}
 	for _, key := range []string{"create", "snapshot", "delete"} {
 		w := workloadByKey(key)
