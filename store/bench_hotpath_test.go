@@ -2,7 +2,6 @@ package store
 
 import (
 	"runtime"
-	"slices"
 	"testing"
 	"time"
 
@@ -90,12 +89,7 @@ func hotAlternate(b *testing.B, x, y benchCycle) {
 		ratios[j] = float64(dx) / float64(dy)
 	}
 	b.StopTimer()
-	slices.Sort(ratios)
-	median := ratios[blocks/2]
-	if blocks%2 == 0 {
-		median = (ratios[blocks/2-1] + ratios[blocks/2]) / 2
-	}
-	b.ReportMetric(median, "median-pair-x/y")
+	b.ReportMetric(median(ratios), "median-pair-x/y")
 	b.ReportMetric(float64(sumX)/float64(b.N), "x-ns/op")
 	b.ReportMetric(float64(sumY)/float64(b.N), "y-ns/op")
 	b.ReportMetric(float64(cpuX-cpuY)/float64(b.N), "x-y-cpu-ns/op")

@@ -387,7 +387,7 @@ func runPairs(b *testing.B, nameA, nameB string, pairs []benchPair) {
 			b.ReportMetric(float64(sumA)/float64(b.N), nameA+"-ns/op")
 			b.ReportMetric(float64(sumB)/float64(b.N), nameB+"-ns/op")
 			b.ReportMetric(float64(sumA)/float64(sumB), nameA+"/"+nameB)
-			b.ReportMetric(float64(benchMedian(a.wall))/float64(benchMedian(c.wall)), "median-"+nameA+"/"+nameB)
+			b.ReportMetric(float64(median(a.wall))/float64(median(c.wall)), "median-"+nameA+"/"+nameB)
 			b.ReportMetric(float64(a.cpu)/float64(b.N), nameA+"-cpu-ns/op")
 			b.ReportMetric(float64(c.cpu)/float64(b.N), nameB+"-cpu-ns/op")
 		})
@@ -428,15 +428,6 @@ func benchSum(ds []time.Duration) time.Duration {
 		sum += d
 	}
 	return sum
-}
-
-// benchMedian sorts ds and returns its median.
-func benchMedian(ds []time.Duration) time.Duration {
-	slices.Sort(ds)
-	if n := len(ds); n%2 == 0 {
-		return (ds[n/2-1] + ds[n/2]) / 2
-	}
-	return ds[len(ds)/2]
 }
 
 // BenchmarkStoreExtras times, alone and without any transaction commit,

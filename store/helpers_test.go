@@ -531,3 +531,18 @@ func (e *hardEnv) noResult(id string) {
 		e.t.Errorf("Result(%s) = %v, want fs.ErrNotExist", id, err)
 	}
 }
+
+// median returns the median of xs (the mean of the middle two for an even
+// count; 0 if none), leaving xs as it is: the one median of the store's
+// tests and benchmarks.
+func median[T ~int64 | ~float64](xs []T) T {
+	n := len(xs)
+	if n == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[n/2]
+}

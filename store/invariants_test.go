@@ -511,14 +511,6 @@ func awaitReady(c *btrfstest.Child) (startup time.Duration, ok bool) {
 	}
 }
 
-// median returns the median of ds (0 if none).
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	return slices.Sorted(slices.Values(ds))[len(ds)/2]
-}
-
 // resultModel is what a child's log says about results: which must be on
 // disk after a kill, and which may be. The crash and soak models hold one.
 // A result may disappear only through a Delete of it or a Prune.
