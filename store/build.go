@@ -160,7 +160,7 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 				filepath.Join(s.root, resultTmpDir), resultTmpDir, work)
 		}
 	}
-	if err := s.publish(tmp, tmpFd, id, base, &w); err != nil {
+	if err := s.publish(tmpFd, id, base, &w); err != nil {
 		return fmt.Errorf("btrstore: build %s: %w", id, err)
 	}
 	return nil
@@ -226,78 +226,62 @@ func explainSnapshotEPERM(err error, srcFd int, what string) error {
 		"or `docker run --cap-add FOWNER`, a Docker default)", err, what, st.Uid)
 }
 
-// publish freezes the work subvolume as a read-only snapshot in a fresh
-// plain directory out/<id> and renames that directory to result/<id>: the
-// result appears at once, complete and read-only. (A read-only subvolume
-// cannot itself move to another directory; a directory holding one can.)
-// What is frozen is the subvolume the store created, opened by descriptor
-// and checked by id, never what a symlink or mount in its place leads to.
+// publish freezes the work subvolume as the read-only snapshot
+// result/<id>/snapshot: it makes the plain directory result/<id>, records
+// base on it (for Export, export.go) and snapshots the work subvolume into
+// it read-only. The result appears at once with the snapshot, complete and
+// read-only; until then result/<id> is an empty directory, which is no
+// result: Result, Results and Prune pass it by, Delete waits for the
+// snapshot (publish holds the result's lock), and Open removes one that a
+// crash left. What is frozen is the subvolume the store created, opened by
+// descriptor and checked by id, never what a symlink or mount in its place
+// leads to.
 //
-// Durability without an fsync: the snapshot's own transaction commit makes
-// out/<id>/snapshot durable before the rename. If a crash loses the rename
-// (it is committed with the next transaction), Open finds the staged
-// result and publishes it (see repair). An fsync of result/ would cost a
-// full commit here, because btrfs cannot log a directory renamed from
-// another parent: 30% of a build cycle.
-func (s *Store) publish(tmp string, tmpFd int, id, base string, w *workVol) error {
+// Durability without an fsync: the snapshot's own transaction commit
+// carries the directory, its base and the snapshot together.
+//
+// Made in place, the result costs one mkdir over the seed's sequence,
+// where staging it in result-tmp/b<n>/out/<id> and renaming that into
+// result/ cost five directory operations (Import still stages so, as a
+// received subvolume is not complete when it appears).
+func (s *Store) publish(tmpFd int, id, base string, w *workVol) error {
 	workFd, err := w.openVerified(tmpFd, workName, "the work directory")
 	if err != nil {
 		return err
 	}
 	defer unix.Close(workFd)
-	outFd, err := mkdirOpen(tmpFd, stageDir)
-	if errors.Is(err, fs.ErrExist) {
-		// The step put something there: it goes.
-		if rerr := s.removeEntry(tmpFd, resultTmpDir+"/"+tmp, stageDir); rerr != nil {
-			return errors.Join(err, rerr)
-		}
-		outFd, err = mkdirOpen(tmpFd, stageDir)
-	}
-	if err == nil {
-		if err = s.failAt("mkdir-out"); err != nil {
-			unix.Close(outFd)
-		}
-	}
-	if err != nil {
-		return explainEPERM(err, tmpFd, "the build directory")
-	}
-	defer unix.Close(outFd)
-	stageFd, err := mkdirOpen(outFd, id)
-	if err != nil {
-		return explainEPERM(err, outFd, "the build directory")
-	}
-	if err := setBase(stageFd, base); err != nil { // for Export (export.go)
-		unix.Close(stageFd)
-		return err
-	}
-	err = ioctl.SnapshotAt(workFd, stageFd, snapshotName, ioctl.SnapshotReadOnly)
-	unix.Close(stageFd)
-	if err == nil {
-		err = s.failAt("snapshot-result")
-	}
-	if err != nil {
-		if errors.Is(err, unix.EPERM) {
-			err = explainSnapshotEPERM(err, workFd, "the work directory")
-		}
-		return err // out and what is in it go with the build directory
-	}
-	err = moveNoReplace(outFd, id, s.resultFd, id)
-	if errors.Is(err, fs.ErrExist) && s.removeNonResult(id) {
-		err = moveNoReplace(outFd, id, s.resultFd, id)
-	}
-	if err == nil {
-		err = s.failAt("rename-result")
+	unlock := s.lockResult(id, false)
+	defer unlock()
+	idFd, err := mkdirOpen(s.resultFd, id)
+	if errors.Is(err, fs.ErrExist) && s.removeNonResultLocked(id) {
+		// What a step planted in the result's place, or an empty
+		// directory a delete in place left.
+		idFd, err = mkdirOpen(s.resultFd, id)
 	}
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("result appeared meanwhile: %w", fs.ErrExist)
 		}
-		if rerr := s.unpublish(id, outFd); rerr != nil {
-			return errors.Join(err, rerr)
-		}
-		return err
+		return explainEPERM(err, s.resultFd, resultDir)
 	}
-	return nil
+	err = s.failAt("mkdir-result")
+	if err == nil {
+		err = setBase(idFd, base)
+	}
+	if err == nil {
+		err = ioctl.SnapshotAt(workFd, idFd, snapshotName, ioctl.SnapshotReadOnly)
+		if err == nil {
+			err = s.failAt("snapshot-result")
+		}
+		if errors.Is(err, unix.EPERM) {
+			err = explainSnapshotEPERM(err, workFd, "the work directory")
+		}
+	}
+	if err != nil && !s.unpublish(id) {
+		s.log.Error(err, "removing the directory of a result that was not published failed; Open retries", "id", id)
+	}
+	unix.Close(idFd)
+	return err
 }
 
 // removeNonResult removes what is at result/<id> if it is not a result (a
@@ -307,6 +291,11 @@ func (s *Store) publish(tmp string, tmpFd int, id, base string, w *workVol) erro
 func (s *Store) removeNonResult(id string) bool {
 	unlock := s.lockResult(id, false)
 	defer unlock()
+	return s.removeNonResultLocked(id)
+}
+
+// removeNonResultLocked is removeNonResult under the result's lock.
+func (s *Store) removeNonResultLocked(id string) bool {
 	if _, err := s.result(id); !errors.Is(err, fs.ErrNotExist) {
 		return false
 	}
@@ -321,18 +310,22 @@ func (s *Store) removeNonResult(id string) bool {
 	return true
 }
 
-// unpublish takes result id back into the build's out directory (open as
-// outFd) after a rename reported failure, if the rename took place after
-// all.
-func (s *Store) unpublish(id string, outFd int) error {
-	var st unix.Stat_t
-	if unix.Fstatat(outFd, id, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		return nil // still there: not renamed
+// unpublish removes result/<id>, which publish made but which is not
+// to be published: a failure (of the base's attribute, of the snapshot)
+// left it empty, or the snapshot was made but a failure came after it. It
+// reports whether result/<id> is gone.
+func (s *Store) unpublish(id string) bool {
+	if err := unix.Unlinkat(s.resultFd, id, unix.AT_REMOVEDIR); err == nil || err == unix.ENOENT {
+		return true
 	}
-	if err := moveNoReplace(s.resultFd, id, outFd, id); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("result %s was published although the rename failed, and taking it back failed: %w", id, err)
+	trash, err := s.moveToTmp(s.resultFd, id, s.resultTmpFd, "d")
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
 	}
-	return nil
+	if err := s.removeEntry(s.resultTmpFd, resultTmpDir, trash); err != nil {
+		s.log.Error(err, "removing a result that was not published failed; Open retries", "id", id)
+	}
+	return true
 }
 
 // removeBuildDir removes the build directory result-tmp/tmp (open as
@@ -348,29 +341,22 @@ func (s *Store) unpublish(id string, outFd int) error {
 // subvolume fails with ENOTEMPTY.
 func (s *Store) removeBuildDir(tmp string, tmpFd int, w *workVol, id string, published bool) error {
 	tmpDisplay := resultTmpDir + "/" + tmp
-	// The usual case costs three system calls: the work subvolume's
-	// delete, and the rmdir of the empty out directory and of the build
-	// directory. Anything unexpected (nested subvolumes, what a step
-	// left, a store that deletes by rmdir) makes one of them fail or be
-	// skipped, and the long way removes the rest.
+	// The usual case costs two system calls: the work subvolume's
+	// delete and the build directory's rmdir. Anything unexpected
+	// (nested subvolumes, what a step left, a store that deletes by
+	// rmdir) makes one of them fail or be skipped, and the long way
+	// removes the rest.
 	done := false
 	if published && w.verified && s.deletes == deleteIoctl {
 		err := ioctl.DeleteSubvolumeAt(tmpFd, workName, 0)
 		if errors.Is(err, unix.ENOTEMPTY) {
 			s.log.Info("the build left nested subvolumes in its work directory: they are empty directories in the result", "id", id)
 		}
-		done = err == nil && unix.Unlinkat(tmpFd, stageDir, unix.AT_REMOVEDIR) == nil &&
-			unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR) == nil
+		done = err == nil && unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR) == nil
 	}
 	var err error
 	if !done {
 		err = s.removeEntry(tmpFd, tmpDisplay, workName)
-		if err == nil && published {
-			// out/ is empty once its result is renamed away: rmdir it
-			// here, rather than fail the rmdir of the build directory and
-			// list both (a readdir walk of two directories a build).
-			unix.Unlinkat(tmpFd, stageDir, unix.AT_REMOVEDIR)
-		}
 		if err == nil {
 			if err = unix.Unlinkat(s.resultTmpFd, tmp, unix.AT_REMOVEDIR); err != nil {
 				err = s.removeEntry(s.resultTmpFd, resultTmpDir, tmp)

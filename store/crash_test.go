@@ -500,6 +500,8 @@ func crashWindow(last string, st observed) string {
 	switch {
 	case op == "build-start" && slices.Contains(st.results, arg) && slices.Contains(prefixes, resultTmpDir+"/b"):
 		return "Build: published, build dir not yet removed"
+	case op == "build-start" && slices.Contains(st.leftovers, resultDir+"/"+arg):
+		return "Build: result directory made, its snapshot not yet"
 	case op == "build-start" && slices.Contains(st.results, arg):
 		return "Build: returned, not yet logged"
 	case op == "build-start":

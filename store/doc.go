@@ -15,7 +15,6 @@
 //	                       (whose xattr user.btrstore.base names its base)
 //	result/<id>/snapshot/log  its build log, if the build function wrote one
 //	result-tmp/b<n>/work   a build in progress: its writable subvolume
-//	result-tmp/b<n>/out/<id>/snapshot  its result, frozen, about to be published
 //	result-tmp/d<n>        a result being deleted
 //	result-tmp/i<n>/out/<id>/snapshot  a result being imported (Import)
 //	result-tmp/i<n>/chain/c<n>/snapshot  a parent received only as a base
@@ -78,23 +77,26 @@
 // Build creates result-tmp/b<n>/ and in it the work subvolume: empty, or a
 // writable snapshot of result/<base>/snapshot taken under base's shared
 // lock (Delete takes it exclusively, so a base cannot vanish mid-snapshot).
-// The build function writes into the work subvolume. On success, a
-// read-only snapshot of it is made in a fresh plain directory
-// result-tmp/b<n>/out/<id>/, and that directory is renamed to result/<id>
-// with RENAME_NOREPLACE: the result appears at once, complete and
-// read-only.
-// (A read-only subvolume cannot be moved to another directory, but a
-// directory holding one can.) Then, on success, failure or panic alike,
-// result-tmp/b<n> is removed with everything in it, nested subvolumes
-// included. Each build snapshots into directories of its own, so that
-// concurrent builds share transaction commits instead of queueing on one
-// directory's lock.
+// The build function writes into the work subvolume. On success, the
+// plain directory result/<id> is made (under id's lock, so that Delete
+// waits) and a read-only snapshot of the work subvolume is made in it as
+// result/<id>/snapshot: the result appears at once with the snapshot,
+// complete and read-only. Until then result/<id> is an empty directory,
+// which is no result (Result, Results and Prune pass it by). Then, on
+// success, failure or panic alike, result-tmp/b<n> is removed with
+// everything in it, nested subvolumes included. Each build snapshots into
+// directories of its own (b<n> and result/<id>), so that concurrent
+// builds share transaction commits instead of queueing on one directory's
+// lock.
 //
 // Import receives a result exported by another store (Export) into
 // result-tmp/i<n>/out/<id>, checks it, and renames that directory to
-// result/<id>, as Build publishes. Open never publishes what an import
-// left (unlike a build's staged result, it may not be checked yet): it
-// goes with the rest of result-tmp.
+// result/<id> (a received subvolume is not complete when it appears, so
+// it is staged; a read-only subvolume cannot be moved to another
+// directory, but a directory holding one can). Open never publishes what
+// an import left (it may not be checked yet): it goes with the rest of
+// result-tmp. (Open still publishes result-tmp/b<n>/out/<id>, where
+// earlier versions staged a build's result.)
 //
 // Delete renames result/<id> into result-tmp (it disappears atomically) and
 // then deletes it; the kernel frees the space in the background, and
@@ -122,20 +124,16 @@
 //
 // At every instant each result is absent or complete and read-only, and
 // each cache is a complete old or new version. Open repairs what a killed
-// process left: it publishes results that were frozen but not yet renamed
-// into result/ (see below), empties result-tmp and cache-tmp, removes
-// cache/t-* entries, and removes any result or cache that is not a
-// read-only subvolume where one should be, logging each repair, and the
+// process left: it empties result-tmp and cache-tmp, removes cache/t-*
+// entries and empty result/<id> directories (a build killed before its
+// snapshot), and removes any result or cache that is not a read-only
+// subvolume where one should be, logging each repair, and the
 // release times recorded for caches that no longer exist. Cache
 // generations live in memory and restart with Open.
 //
 // A result that Build reported survives a crash of the machine too, with
-// no fsync: creating the read-only snapshot commits a transaction, so
-// out/<id>/snapshot is on disk before the rename; if the crash comes
-// before the next commit and the rename is lost, Open finds the frozen
-// result and publishes it. (An fsync of result/ would force a full commit,
-// as btrfs cannot log a directory renamed from another parent: it made
-// the build cycle 1.3 times as long.) A released cache version, a delete
+// no fsync: creating the read-only snapshot commits a transaction, which
+// carries result/<id>, its base attribute and the snapshot together. A released cache version, a delete
 // and a DeleteCache may be undone by such a crash, never half-done; last
 // uses of results and release times of caches written in the last commit
 // interval may be lost.

@@ -158,9 +158,8 @@ func TestFullDiskEverywhere(t *testing.T) {
 	for _, tc := range []struct{ step, base string }{
 		{"create-work", ""},
 		{"snapshot-base", "keep-a"},
-		{"mkdir-out", "keep-a"},
+		{"mkdir-result", "keep-a"},
 		{"snapshot-result", "keep-a"},
-		{"rename-result", "keep-a"},
 	} {
 		failAt(tc.step)
 		called := false

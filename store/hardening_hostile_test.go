@@ -194,7 +194,7 @@ func TestHostileSymlinks(t *testing.T) {
 			plant(c.sub, filepath.Join(e.root, resultDir, "fake")) // c.sub holds a "snapshot" directory
 			plant(c.roSub, filepath.Join(e.root, cacheDir, Escape("fake")))
 			plant(c.dir, filepath.Join(filepath.Dir(dir), "sibling"))
-			plant("/", filepath.Join(filepath.Dir(dir), "out"))       // where publish makes its directory
+			plant("/", filepath.Join(filepath.Dir(dir), "out"))       // where an earlier version staged its result
 			plant(c.sub, filepath.Join(e.root, resultDir, "planter")) // its own result's place
 			plant("/", filepath.Join(dir, "link-root"))
 			plant(c.dir, filepath.Join(dir, "link-canary"))
@@ -303,12 +303,28 @@ func TestHostileImmutable(t *testing.T) {
 			e.noTmp()
 		})
 	})
-	t.Run("an immutable build directory makes publishing fail, explained", func(t *testing.T) {
+	t.Run("an immutable build directory does not stop publishing", func(t *testing.T) {
 		hostileRun(t, "", func(e *hardEnv, c *hardCanary) {
-			err := e.buildErr("imm", "", func(dir string) error { return setFlags(filepath.Dir(dir), fsImmutableFl) })
+			e.build("imm", "", func(dir string) error {
+				must(t, writeFile(dir, "f", "f"))
+				return setFlags(filepath.Dir(dir), fsImmutableFl)
+			})
+			p, err := e.s.Result("imm")
+			must(t, err)
+			if got := readFile(t, filepath.Join(p, "f")); got != "f" {
+				t.Errorf("result holds %q", got)
+			}
+			e.noTmp()
+		})
+	})
+	t.Run("an immutable result directory makes publishing fail, explained", func(t *testing.T) {
+		hostileRun(t, "", func(e *hardEnv, c *hardCanary) {
+			resultPath := filepath.Join(e.root, resultDir)
+			err := e.buildErr("imm", "", func(dir string) error { return setFlags(resultPath, fsImmutableFl) })
 			if !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), "immutable") {
 				t.Errorf("Build = %v, want EPERM saying the directory is immutable", err)
 			}
+			must(t, setFlags(resultPath, 0))
 			e.noResult("imm")
 			e.noTmp()
 		})

@@ -45,7 +45,8 @@ func checkInvariants(t testing.TB, root string) {
 
 // checkLayout is checkInvariants, but with leftovers it also accepts what a
 // killed process may leave and Open removes: anything in result-tmp and
-// cache-tmp, and cache/t-* entries. The rest (results complete and
+// cache-tmp, an empty result/<id> (a build killed before its snapshot),
+// and cache/t-* entries. The rest (results complete and
 // read-only, caches read-only) must hold at every instant, crash or not.
 func checkLayout(t testing.TB, root string, leftovers bool) {
 	t.Helper()
@@ -55,6 +56,9 @@ func checkLayout(t testing.TB, root string, leftovers bool) {
 		}
 	}
 	for _, id := range entries(t, filepath.Join(root, resultDir)) {
+		if leftovers && invEmptyDir(filepath.Join(root, resultDir, id)) {
+			continue
+		}
 		if err := invCheckResult(filepath.Join(root, resultDir, id)); err != "" {
 			t.Errorf("invariant: result %s: %s", id, err)
 		}
@@ -179,6 +183,17 @@ func invSubvolumes(t testing.TB, root string) []string {
 }
 
 // invNames lists dir, sorted.
+// invEmptyDir reports whether p is an empty directory (not a symlink to
+// one).
+func invEmptyDir(p string) bool {
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	names, err := invNames(p)
+	return err == nil && len(names) == 0
+}
+
 func invNames(dir string) ([]string, error) {
 	es, err := os.ReadDir(dir)
 	names := make([]string, 0, len(es))
@@ -682,6 +697,10 @@ func observe(tb testing.TB, root string, leftovers, payload bool, caches []strin
 	}
 	st := observed{caches: map[string]int{}}
 	for _, id := range entries(tb, filepath.Join(root, resultDir)) {
+		if leftovers && invEmptyDir(filepath.Join(root, resultDir, id)) {
+			st.leftovers = append(st.leftovers, resultDir+"/"+id) // a build killed before its snapshot
+			continue
+		}
 		if err := verifyResult(filepath.Join(root, resultDir, id, snapshotName), id, payload); err != nil {
 			tb.Errorf("invariant: result %s is not complete: %v", id, err)
 		}
@@ -746,7 +765,8 @@ const (
 	repairClone      = "cache-tmp/k* (cache clone)"
 	repairCacheTmp   = "cache/t-* (cache version being made or swapped)"
 	repairIncomplete = "result/<id> incomplete (VIOLATION)"
-	repairPublish    = "result-tmp/b*/out/<id> published (frozen before the kill)"
+	repairEmpty      = "result/<id> empty (a build killed before its snapshot)"
+	repairPublish    = "result-tmp/b*/out/<id> published (staged by an earlier version)"
 	repairCache      = "cache/c-* not read-only (VIOLATION)"
 )
 
@@ -784,6 +804,8 @@ func (r *repairSink) Info(_ int, msg string, kv ...any) {
 		kind = repairCacheTmp
 	case msg == "removing left-over cache entry":
 		kind = repairCache
+	case msg == "removed the empty directory of an unfinished result":
+		kind = repairEmpty
 	case msg == "removing incomplete result":
 		kind = repairIncomplete
 	case msg == "published a result frozen before a crash":

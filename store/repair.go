@@ -10,11 +10,13 @@ import (
 )
 
 // repair brings the directories to the store's invariants after a crash:
-// a result that was frozen but whose rename into result/ was lost
+// a result that was staged but whose rename into result/ was lost
 // (result-tmp/b<n>/out/<id> holding a complete read-only snapshot, and no
-// result/<id>) is published; then result-tmp and cache-tmp are emptied
-// (builds in progress, clones, results being deleted); a result/<id> that is not a directory holding a
-// read-only subvolume "snapshot" is removed; in cache/, entries other
+// result/<id>: an Import, or a Build of an earlier version) is published; then result-tmp and cache-tmp are emptied
+// (builds in progress, clones, results being deleted); an empty
+// result/<id> (a build killed before its snapshot) is removed, and so is
+// any other result/<id> that is not a directory holding a read-only
+// subvolume "snapshot"; in cache/, entries other
 // than escaped cache names (versions being swapped in or out) are removed,
 // and a cache that is not a read-only subvolume is removed, and so are
 // the release times recorded on cache/ for caches that no longer exist
@@ -51,6 +53,12 @@ func (s *Store) repair(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if s.completeResult(id) {
+			continue
+		}
+		if unix.Unlinkat(s.resultFd, id, unix.AT_REMOVEDIR) == nil {
+			// A build killed before its snapshot, or a delete in place
+			// before its rmdir: nothing was lost.
+			s.log.Info("removed the empty directory of an unfinished result", "id", id)
 			continue
 		}
 		s.log.Info("removing incomplete result", "id", id)

@@ -35,7 +35,7 @@ const (
 	cacheTmpDir  = "cache-tmp"
 	snapshotName = "snapshot"
 	workName     = "work"
-	stageDir     = "out" // result-tmp/b<n>/out/<id>: a result about to be published
+	stageDir     = "out" // result-tmp/i<n>/out/<id>: a result received, about to be published
 	lockName     = ".btrstore.lock"
 	markerName   = ".btrstore" // marks a store: markerPrefix and the format
 	markerPrefix = "btrstore store, format "
