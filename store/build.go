@@ -39,6 +39,12 @@ import (
 // work subvolume elsewhere below the root, it is found and deleted there;
 // outside the root it is left alone, and the error says where it is.
 //
+// Speed: for a base that builds start from again and again, the next
+// build's work subvolume is made while this one runs, so that the next
+// build starts without waiting for a commit (see "Spare work subvolumes"
+// in the package documentation); a chain of builds, each on the result
+// before it, makes none.
+//
 // Concurrency: builds of different ids run in parallel, each in its own
 // directory so that their snapshots share transaction commits. A second
 // Build of an id that is being built waits for the first (or for ctx) and
@@ -92,12 +98,12 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 			s.log.Error(err, "build failed", "id", id, "base", base, "duration", d)
 		}
 	}()
-	tmp, tmpFd, err := s.mkdirOpenTmp(s.resultTmpFd, "b")
+	w := workVol{fd: -1}
+	tmp, tmpFd, err := s.buildDir(base, &w)
 	if err != nil {
 		return fmt.Errorf("btrstore: build %s: %w", id, explainEPERM(err, s.resultTmpFd, resultTmpDir))
 	}
 	work := filepath.Join(s.root, resultTmpDir, tmp, workName)
-	w := workVol{fd: -1}
 	defer func() {
 		// Runs on success, failure and panic alike.
 		s.mu.Lock()
@@ -112,8 +118,10 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 			err = fmt.Errorf("%w; removing its directory %s/%s failed too (Open retries): %w", err, resultTmpDir, tmp, cerr)
 		}
 	}()
-	if err := s.startWork(tmpFd, base, &w); err != nil {
-		return fmt.Errorf("btrstore: build %s: %w", id, err)
+	if w.fd < 0 { // no spare
+		if err := s.startWork(tmpFd, base, &w); err != nil {
+			return fmt.Errorf("btrstore: build %s: %w", id, err)
+		}
 	}
 	// The path fn gets must lead to the work subvolume: not through a
 	// mount or symlink an earlier step planted on result-tmp.
@@ -166,11 +174,34 @@ func (s *Store) Build(ctx context.Context, id, base string, fn func(ctx context.
 	return nil
 }
 
+// buildDir makes the build's directory in result-tmp, or takes a spare's
+// (see spare.go), whose work subvolume it then identifies as w.
+func (s *Store) buildDir(base string, w *workVol) (tmp string, tmpFd int, err error) {
+	if base != "" {
+		if sp := s.takeSpare(base); sp != nil {
+			err := s.useSpare(sp, base, w)
+			if err == nil {
+				if tmp, err = s.moveToTmp(s.resultTmpFd, sp.tmp, s.resultTmpFd, "b"); err == nil {
+					return tmp, sp.fd, nil
+				}
+			}
+			s.log.V(1).Info("spare work subvolume not used", "base", base, "err", err.Error())
+			w.close()
+			*w = workVol{fd: -1}
+			s.removeSpare(sp)
+		}
+	}
+	return s.mkdirOpenTmp(s.resultTmpFd, "b")
+}
+
 // startWork creates the work subvolume in the build's directory: empty, or
 // a writable snapshot of result base taken under base's shared lock.
 func (s *Store) startWork(tmpFd int, base string, w *workVol) error {
 	if err := s.makeWork(tmpFd, base); err != nil {
 		return explainEPERM(err, tmpFd, "the build directory") // what it made goes with the build directory
+	}
+	if base != "" {
+		s.markUsed(base) // see Results
 	}
 	return w.identify(tmpFd, workName)
 }
@@ -200,9 +231,6 @@ func (s *Store) makeWork(tmpFd int, base string) error {
 	err = ioctl.SnapshotAt(baseFd, tmpFd, workName, 0)
 	if err == nil {
 		err = s.failAt("snapshot-base")
-	}
-	if err == nil {
-		s.markUsed(base) // see Results
 	}
 	if errors.Is(err, unix.EPERM) {
 		err = explainSnapshotEPERM(err, baseFd, "base "+base)

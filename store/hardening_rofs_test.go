@@ -64,6 +64,7 @@ func TestReadOnlyRemount(t *testing.T) {
 	}()
 	<-startedFail
 	<-startedOK
+	waitSpares(e.s)
 	e.fs.Remount(t, unix.MS_RDONLY, "")
 	close(goOn)
 	wantErrno(t, syscall.EROFS, "Build whose step writes after the remount", <-errFail)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,15 +78,37 @@ func entries(t testing.TB, dir string) []string {
 	return names
 }
 
-// assertNoTmp checks that result-tmp and cache-tmp are empty.
+// assertNoTmp checks that result-tmp and cache-tmp are empty but for
+// spare work subvolumes.
 func assertNoTmp(t testing.TB, s *Store) {
 	t.Helper()
 	for _, d := range []string{resultTmpDir, cacheTmpDir} {
-		if names := entries(t, filepath.Join(s.Root(), d)); len(names) != 0 {
+		if names := tmpEntries(t, filepath.Join(s.Root(), d)); len(names) != 0 {
 			t.Errorf("%s not empty: %v", d, names)
 		}
 	}
 }
+
+// tmpEntries lists dir (result-tmp or cache-tmp) but for spare work
+// subvolumes (see spare.go), which a store holds between builds.
+func tmpEntries(t testing.TB, dir string) []string {
+	t.Helper()
+	return slices.DeleteFunc(entries(t, dir), isSpare)
+}
+
+// waitSpares waits until the spares s is making are made, so that no
+// snapshot is in flight (a read-only remount would fail with EBUSY).
+func waitSpares(s *Store) {
+	s.spares.mu.Lock()
+	sps := slices.Collect(maps.Values(s.spares.by))
+	s.spares.mu.Unlock()
+	for _, sp := range sps {
+		<-sp.done
+	}
+}
+
+// isSpare reports whether name in result-tmp is a spare's directory.
+func isSpare(name string) bool { return strings.HasPrefix(name, "s") }
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -141,10 +164,11 @@ func wantErrno(t *testing.T, errno syscall.Errno, what string, err error) {
 	}
 }
 
-// noBuildTmp checks that result-tmp is empty (cache-tmp may hold a lease).
+// noBuildTmp checks that result-tmp is empty but for spares (cache-tmp
+// may hold a lease).
 func (e *hardEnv) noBuildTmp() {
 	e.t.Helper()
-	if names := entries(e.t, filepath.Join(e.root, resultTmpDir)); len(names) != 0 {
+	if names := tmpEntries(e.t, filepath.Join(e.root, resultTmpDir)); len(names) != 0 {
 		e.t.Errorf("result-tmp not empty: %v", names)
 	}
 }

@@ -51,8 +51,13 @@ func checkInvariants(t testing.TB, root string) {
 func checkLayout(t testing.TB, root string, leftovers bool) {
 	t.Helper()
 	for _, dir := range []string{resultTmpDir, cacheTmpDir} {
-		if names := entries(t, filepath.Join(root, dir)); len(names) > 0 && !leftovers {
+		if names := tmpEntries(t, filepath.Join(root, dir)); len(names) > 0 && !leftovers {
 			t.Errorf("invariant: %s is not empty: %v", dir, names)
+		}
+	}
+	for _, name := range entries(t, filepath.Join(root, resultTmpDir)) {
+		if names, err := invNames(filepath.Join(root, resultTmpDir, name)); isSpare(name) && !leftovers && (err != nil || !slices.Equal(names, []string{workName})) {
+			t.Errorf("invariant: spare %s/%s holds %v (%v), want exactly %s", resultTmpDir, name, names, err, workName)
 		}
 	}
 	for _, id := range entries(t, filepath.Join(root, resultDir)) {
@@ -135,6 +140,8 @@ func invAllowedSubvolume(p string, leftovers bool) bool {
 	case len(parts) == 3 && parts[0] == resultDir && parts[2] == snapshotName:
 		return true
 	case len(parts) == 2 && parts[0] == cacheDir && strings.HasPrefix(parts[1], "c-"):
+		return true
+	case len(parts) == 3 && parts[0] == resultTmpDir && isSpare(parts[1]) && parts[2] == workName:
 		return true
 	case !leftovers:
 		return false
@@ -761,6 +768,7 @@ func checkOpen(tb testing.TB, what string, pre, post observed, repairs, publishe
 // Kinds of repair, from Open's log.
 const (
 	repairBuild      = "result-tmp/b* (build in progress)"
+	repairSpare      = "result-tmp/s* (spare work subvolume)"
 	repairDelete     = "result-tmp/d* (delete in progress)"
 	repairClone      = "cache-tmp/k* (cache clone)"
 	repairCacheTmp   = "cache/t-* (cache version being made or swapped)"
@@ -796,6 +804,8 @@ func (r *repairSink) Info(_ int, msg string, kv ...any) {
 	switch entry := vals["entry"]; {
 	case msg == "removing left-over entry" && vals["dir"] == resultTmpDir && strings.HasPrefix(entry, "b"):
 		kind = repairBuild
+	case msg == "removing left-over entry" && vals["dir"] == resultTmpDir && isSpare(entry):
+		kind = repairSpare
 	case msg == "removing left-over entry" && vals["dir"] == resultTmpDir && strings.HasPrefix(entry, "d"):
 		kind = repairDelete
 	case msg == "removing left-over entry" && vals["dir"] == cacheTmpDir && strings.HasPrefix(entry, "k"):

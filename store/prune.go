@@ -184,6 +184,7 @@ func (s *Store) pruneOne(r ResultInfo) (bool, error) {
 		return false, fmt.Errorf("delete %s: %w", r.ID, err)
 	}
 	s.log.V(1).Info("result pruned", "id", r.ID, "lastUsed", r.LastUsed)
+	s.dropSpare(r.ID)
 	if trash != "" {
 		if err := s.removeEntry(s.resultTmpFd, resultTmpDir, trash); err != nil {
 			return true, fmt.Errorf("delete %s: result gone, but freeing it failed (Open retries): %w", r.ID, err)

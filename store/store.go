@@ -130,6 +130,7 @@ type Store struct {
 	bases    useCounts     // results that running builds started from (Prune skips them)
 	caches   cache.Table   // per cache name: lock and generation
 	released releaseTimes  // releases that kept the version, in memory (see released.go)
+	spares   spares        // work subvolumes made ahead (see spare.go)
 
 	mu      sync.Mutex               // guards running and leases
 	running map[string]runningBuild  // builds in progress, by id
@@ -183,6 +184,8 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
 	m, _ := mechanismsFor(r) // admit checked that they work
 	s.deletes, s.commitOnlyWait = m.deletes, m.commitOnlyWait
+	// Spares need a delete of one ioctl and the change check (5.10).
+	s.spares = spares{on: s.deletes == deleteIoctl && r.Kernel.AtLeast(5, 10), by: map[string]*spare{}, uses: map[string]int{}}
 	s.logMechanisms(r)
 	s.opsDone.L = &s.opsMu
 	var nonce [6]byte
@@ -543,7 +546,8 @@ func (s *Store) closeFds() {
 }
 
 // Close makes new calls fail with ErrClosed, waits for the running ones
-// to return, then releases the store. A call made meanwhile from inside a
+// (and the spare work subvolumes being made) to return, deletes the
+// spares, then releases the store. A call made meanwhile from inside a
 // running build step (Result, Cache, LogFile...) is a new call: it fails
 // with ErrClosed rather than wait for Close, which waits for the build.
 // A second Close waits likewise and returns nil.
@@ -562,6 +566,7 @@ func (s *Store) Close() error {
 	if s.fdsShut {
 		return nil
 	}
+	s.dropSpares() // nothing makes them now: making one is an operation
 	s.fdsShut = true
 	s.closeFds() // closing lockFd releases the flock
 	// Leases released from now on get ErrClosed, and the next Open
@@ -738,6 +743,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("btrstore: delete %s: %w", id, err)
 	}
 	s.log.V(1).Info("result deleted", "id", id)
+	s.dropSpare(id)
 	if trash == "" {
 		return nil
 	}

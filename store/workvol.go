@@ -15,6 +15,7 @@ type workVol struct {
 	fd       int    // open on its root; -1 if not made
 	id       uint64 // its subvolume id
 	uuid     ioctl.UUID
+	parent   ioctl.UUID // its source's UUID, if it is a snapshot
 	verified bool // its name was checked to hold it, so removing the name removes it
 }
 
@@ -38,7 +39,7 @@ func (w *workVol) identify(dirFd int, name string) error {
 		unix.Close(fd)
 		return &fs.PathError{Op: "BTRFS_IOC_GET_SUBVOL_INFO", Path: name, Err: err}
 	}
-	w.fd, w.id, w.uuid = fd, info.ID, info.UUID
+	w.fd, w.id, w.uuid, w.parent = fd, info.ID, info.UUID, info.ParentUUID
 	return nil
 }
 
