@@ -16,7 +16,7 @@ type workVol struct {
 	id       uint64 // its subvolume id
 	uuid     ioctl.UUID
 	parent   ioctl.UUID // its source's UUID, if it is a snapshot
-	verified bool // its name was checked to hold it, so removing the name removes it
+	verified bool       // its name was checked to hold it, so removing the name removes it
 }
 
 // close closes the subvolume's descriptor, if open.
