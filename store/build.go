@@ -197,7 +197,7 @@ func (s *Store) buildDir(base string, w *workVol) (tmp string, tmpFd int, err er
 // startWork creates the work subvolume in the build's directory: empty, or
 // a writable snapshot of result base taken under base's shared lock.
 func (s *Store) startWork(tmpFd int, base string, w *workVol) error {
-	if err := s.makeWork(tmpFd, base); err != nil {
+	if err := s.makeWork(tmpFd, base, false); err != nil {
 		return explainEPERM(err, tmpFd, "the build directory") // what it made goes with the build directory
 	}
 	if base != "" {
@@ -206,7 +206,11 @@ func (s *Store) startWork(tmpFd int, base string, w *workVol) error {
 	return w.identify(tmpFd, workName)
 }
 
-func (s *Store) makeWork(tmpFd int, base string) error {
+// makeWork makes the work subvolume in tmpFd: empty, or a writable
+// snapshot of result base taken under base's shared lock. spare says that
+// it is a spare's (spare.go): made in the background, where a test's
+// injected failures are not.
+func (s *Store) makeWork(tmpFd int, base string, spare bool) error {
 	if base == "" {
 		err := ioctl.CreateSubvolumeAt(tmpFd, workName)
 		if err == nil {
@@ -229,7 +233,7 @@ func (s *Store) makeWork(tmpFd int, base string) error {
 	}
 	defer unix.Close(baseFd)
 	err = ioctl.SnapshotAt(baseFd, tmpFd, workName, 0)
-	if err == nil {
+	if err == nil && !spare {
 		err = s.failAt("snapshot-base")
 	}
 	if errors.Is(err, unix.EPERM) {

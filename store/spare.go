@@ -130,7 +130,7 @@ func (s *Store) fillSpare(sp *spare) {
 		return
 	}
 	var mark ioctl.ChangeMark
-	err = s.makeWork(fd, sp.base)
+	err = s.makeWork(fd, sp.base, true)
 	if err == nil {
 		var workFd int
 		if workFd, err = openDirAt(fd, workName); err == nil {

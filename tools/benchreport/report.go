@@ -283,7 +283,8 @@ func (r *report) scalingSection(p printer) {
 	w1 := 1e9 / t1
 	busy := tTop * cTop / 1e9 / cores
 	p("A build cycle costs %s of CPU with one builder (user + system time of the process, nearly all of it in the kernel: ", formatDuration(c1))
-	p("a writable snapshot and a read-only snapshot, each waiting for the transaction commit that makes it, and a delete) ")
+	p("a writable snapshot and a read-only snapshot, each waiting for the transaction commit that makes it, and a delete; ")
+	p("the store makes the writable snapshot of a base in steady use ahead, during the build before, so that its commit joins that build's) ")
 	p("out of %s of wall time, so one builder keeps %.0f%% of a core busy and spends the rest waiting: ", formatDuration(w1), 100*c1/w1)
 	p("for commits, which are serial per filesystem, for the disk they flush to, and for the directory lock a snapshot holds across its commit.\n\n")
 	p("More builders fill that waiting. Snapshots into different directories (the store gives every build its own) join the commit that is already running, ")
