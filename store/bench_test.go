@@ -632,14 +632,19 @@ func storeBuild(e *benchEnv, prefix string) func() benchCycle {
 	}
 }
 
-// bareBuild mirrors Build, publish and the cleanup in build.go:
-// result/<id>/snapshot checked absent; result-tmp/x<id> made and opened;
-// base snapshotted writable into it as "work"; the file written;
+// bareBuild mirrors Build, publish and the cleanup in build.go, with a
+// spare (spare.go) for every build but the first two: result/<id>/snapshot
+// checked absent; the spare result-tmp/s<id> (made while the build before
+// ran: s<id> made and opened, base snapshotted writable into it as "work")
+// waited for and renamed to x<id>, or, for the first two, x<id> made and
+// base snapshotted into it; the next spare started; the file written;
 // result/<id> made and opened; work snapshotted read-only into it as
-// "snapshot"; work deleted; x<id> removed.
+// "snapshot"; work deleted; x<id> removed; the next spare waited for (as
+// storeBuild does).
 func bareBuild(e *benchEnv, prefix string) func() benchCycle {
 	ids := btrfstest.Names(prefix, e.b.N)
 	tmps := btrfstest.Names("x"+prefix, e.b.N)
+	spares := btrfstest.Names("s"+prefix, e.b.N)
 	resultRels := make([]string, len(ids))
 	workPaths := make([]string, len(ids))
 	for i := range ids {
@@ -655,12 +660,40 @@ func bareBuild(e *benchEnv, prefix string) func() benchCycle {
 		benchSetName(freeze.Name[:], snapshotName)
 		freeze.Flags = ioctl.BTRFS_SUBVOL_RDONLY
 		benchSetName(drop.Name[:], workName)
-		// bareWork is what Build does between opening the build
+		// makeWork makes name in result-tmp and in it the work
+		// subvolume, and returns the directory open.
+		makeWork := func(name string, args *ioctl.VolArgsV2) (int, error) {
+			if err := unix.Mkdirat(e.resultTmpFd, name, 0o755); err != nil {
+				return -1, err
+			}
+			fd, err := benchOpenDir(e.resultTmpFd, name)
+			if err != nil {
+				return -1, err
+			}
+			if err := benchSnapshot(e.resultFd, benchBase, fd, args); err != nil {
+				unix.Close(fd)
+				return -1, fmt.Errorf("snapshot base: %w", err)
+			}
+			return fd, nil
+		}
+		type made struct {
+			fd  int
+			err error
+		}
+		var spare chan made // the next build's, being made
+		makeSpare := func(i int) {
+			ch := make(chan made, 1)
+			go func() {
+				var args ioctl.VolArgsV2
+				benchSetName(args.Name[:], workName)
+				fd, err := makeWork(spares[i], &args)
+				ch <- made{fd, err}
+			}()
+			spare = ch
+		}
+		// bareWork is what Build does between taking its build
 		// directory and removing it.
 		bareWork := func(tmpFd, i int) error {
-			if err := benchSnapshot(e.resultFd, benchBase, tmpFd, &start); err != nil {
-				return fmt.Errorf("snapshot base: %w", err)
-			}
 			if err := benchWrite(workPaths[i]); err != nil {
 				return err
 			}
@@ -689,10 +722,21 @@ func bareBuild(e *benchEnv, prefix string) func() benchCycle {
 			if err := unix.Fstatat(e.resultFd, resultRels[i], &st, unix.AT_SYMLINK_NOFOLLOW); err != unix.ENOENT {
 				return fmt.Errorf("fstatat result %s: %v", ids[i], err)
 			}
-			if err := unix.Mkdirat(e.resultTmpFd, tmps[i], 0o755); err != nil {
-				return err
+			mine := spare
+			spare = nil
+			if i >= 1 && i+1 < len(ids) {
+				makeSpare(i + 1)
 			}
-			tmpFd, err := benchOpenDir(e.resultTmpFd, tmps[i])
+			var tmpFd int
+			var err error
+			if mine != nil {
+				m := <-mine
+				if tmpFd, err = m.fd, m.err; err == nil {
+					err = unix.Renameat2(e.resultTmpFd, spares[i], e.resultTmpFd, tmps[i], unix.RENAME_NOREPLACE)
+				}
+			} else {
+				tmpFd, err = makeWork(tmps[i], &start)
+			}
 			if err != nil {
 				return err
 			}
@@ -701,10 +745,15 @@ func bareBuild(e *benchEnv, prefix string) func() benchCycle {
 				err = ioctl.SnapDestroy(tmpFd, &drop)
 			}
 			unix.Close(tmpFd)
-			if err != nil {
-				return err
+			if err == nil {
+				err = unix.Unlinkat(e.resultTmpFd, tmps[i], unix.AT_REMOVEDIR)
 			}
-			return unix.Unlinkat(e.resultTmpFd, tmps[i], unix.AT_REMOVEDIR)
+			if spare != nil { // as storeBuild waits for the spare
+				m := <-spare
+				spare = make(chan made, 1)
+				spare <- m
+			}
+			return err
 		}
 	}
 }

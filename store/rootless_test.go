@@ -91,6 +91,9 @@ func rootlessBuildChild(args []string) error {
 	if s.deletes != deleteRmdir {
 		return errors.New("a store without privilege did not choose rmdir deletes")
 	}
+	if s.spares.on {
+		return errors.New("a store without privilege makes spare work subvolumes, whose deletes cost O(files)")
+	}
 	return s.Build(context.Background(), "r", "", func(_ context.Context, dir string) error {
 		if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
 			return err

@@ -94,8 +94,8 @@ func (s *Store) makeSpare(base string) {
 	}
 	t := &s.spares
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if !t.on || t.by[base] != nil {
+		t.mu.Unlock()
 		leave()
 		return
 	}
@@ -111,6 +111,7 @@ func (s *Store) makeSpare(base string) {
 	t.seq++
 	sp := &spare{base: base, seq: t.seq, done: make(chan struct{}), fd: -1}
 	t.by[base] = sp
+	t.mu.Unlock()
 	go func() {
 		defer leave()
 		if evicted != nil {
