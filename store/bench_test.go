@@ -632,65 +632,65 @@ func storeBuild(e *benchEnv, prefix string) func() benchCycle {
 	}
 }
 
-// bareBuild mirrors Build, publish and the cleanup in build.go, with a
-// spare (spare.go) for every build but the first two: result/<id>/snapshot
-// checked absent; the spare result-tmp/s<id> (made while the build before
-// ran: s<id> made and opened, base snapshotted writable into it as "work")
-// waited for and renamed to x<id>, or, for the first two, x<id> made and
-// base snapshotted into it; the next spare started; the file written;
-// result/<id> made and opened; work snapshotted read-only into it as
-// "snapshot"; work deleted; x<id> removed; the next spare waited for (as
-// storeBuild does).
+// bareBuild mirrors Build, publish and the cleanup in build.go, with the
+// store's spares (spare.go): one at a time, shared by the builders, made
+// from the second build on. A cycle: result/<id>/snapshot checked absent;
+// the spare, if there is one, taken: waited for and its directory renamed
+// to result-tmp/x<id>; the next spare started (result-tmp/s<i> made and
+// opened, base snapshotted writable into it as "work"); without a spare,
+// x<id> made and base snapshotted into it; the file written; result/<id>
+// made and opened; work snapshotted read-only into it as "snapshot"; work
+// deleted; x<id> removed; the spare being made waited for (as storeBuild
+// waits).
 func bareBuild(e *benchEnv, prefix string) func() benchCycle {
 	ids := btrfstest.Names(prefix, e.b.N)
 	tmps := btrfstest.Names("x"+prefix, e.b.N)
-	spares := btrfstest.Names("s"+prefix, e.b.N)
+	spareNames := btrfstest.Names("s"+prefix, e.b.N)
 	resultRels := make([]string, len(ids))
 	workPaths := make([]string, len(ids))
 	for i := range ids {
 		resultRels[i] = ids[i] + "/" + snapshotName
 		workPaths[i] = filepath.Join(e.root, resultTmpDir, tmps[i], workName)
 	}
+	// makeWork makes name in result-tmp and in it the work subvolume,
+	// and returns the directory open.
+	makeWork := func(name string) (int, error) {
+		var args ioctl.VolArgsV2
+		benchSetName(args.Name[:], workName)
+		if err := unix.Mkdirat(e.resultTmpFd, name, 0o755); err != nil {
+			return -1, err
+		}
+		fd, err := benchOpenDir(e.resultTmpFd, name)
+		if err != nil {
+			return -1, err
+		}
+		if err := benchSnapshot(e.resultFd, benchBase, fd, &args); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("snapshot base: %w", err)
+		}
+		return fd, nil
+	}
+	type bareSpare struct {
+		name string
+		done chan struct{}
+		fd   int
+		err  error
+	}
+	var mu sync.Mutex
+	var spare *bareSpare // made or being made; guarded by mu
+	uses := 0            // guarded by mu
+	e.b.Cleanup(func() { // the last spare is left to the filesystem's removal
+		if spare != nil {
+			<-spare.done
+			unix.Close(spare.fd)
+		}
+	})
 	return func() benchCycle {
-		// One builder's argument structs, prefilled: only the source
-		// fd changes from one build to the next.
-		var start, freeze ioctl.VolArgsV2
+		var freeze ioctl.VolArgsV2
 		var drop ioctl.VolArgs
-		benchSetName(start.Name[:], workName)
 		benchSetName(freeze.Name[:], snapshotName)
 		freeze.Flags = ioctl.BTRFS_SUBVOL_RDONLY
 		benchSetName(drop.Name[:], workName)
-		// makeWork makes name in result-tmp and in it the work
-		// subvolume, and returns the directory open.
-		makeWork := func(name string, args *ioctl.VolArgsV2) (int, error) {
-			if err := unix.Mkdirat(e.resultTmpFd, name, 0o755); err != nil {
-				return -1, err
-			}
-			fd, err := benchOpenDir(e.resultTmpFd, name)
-			if err != nil {
-				return -1, err
-			}
-			if err := benchSnapshot(e.resultFd, benchBase, fd, args); err != nil {
-				unix.Close(fd)
-				return -1, fmt.Errorf("snapshot base: %w", err)
-			}
-			return fd, nil
-		}
-		type made struct {
-			fd  int
-			err error
-		}
-		var spare chan made // the next build's, being made
-		makeSpare := func(i int) {
-			ch := make(chan made, 1)
-			go func() {
-				var args ioctl.VolArgsV2
-				benchSetName(args.Name[:], workName)
-				fd, err := makeWork(spares[i], &args)
-				ch <- made{fd, err}
-			}()
-			spare = ch
-		}
 		// bareWork is what Build does between taking its build
 		// directory and removing it.
 		bareWork := func(tmpFd, i int) error {
@@ -722,20 +722,28 @@ func bareBuild(e *benchEnv, prefix string) func() benchCycle {
 			if err := unix.Fstatat(e.resultFd, resultRels[i], &st, unix.AT_SYMLINK_NOFOLLOW); err != unix.ENOENT {
 				return fmt.Errorf("fstatat result %s: %v", ids[i], err)
 			}
+			mu.Lock()
 			mine := spare
 			spare = nil
-			if i >= 1 && i+1 < len(ids) {
-				makeSpare(i + 1)
+			uses++
+			if mine != nil || uses >= 2 {
+				next := &bareSpare{name: spareNames[i], done: make(chan struct{})}
+				spare = next
+				go func() {
+					next.fd, next.err = makeWork(next.name)
+					close(next.done)
+				}()
 			}
+			mu.Unlock()
 			var tmpFd int
 			var err error
 			if mine != nil {
-				m := <-mine
-				if tmpFd, err = m.fd, m.err; err == nil {
-					err = unix.Renameat2(e.resultTmpFd, spares[i], e.resultTmpFd, tmps[i], unix.RENAME_NOREPLACE)
+				<-mine.done
+				if tmpFd, err = mine.fd, mine.err; err == nil {
+					err = unix.Renameat2(e.resultTmpFd, mine.name, e.resultTmpFd, tmps[i], unix.RENAME_NOREPLACE)
 				}
 			} else {
-				tmpFd, err = makeWork(tmps[i], &start)
+				tmpFd, err = makeWork(tmps[i])
 			}
 			if err != nil {
 				return err
@@ -748,10 +756,11 @@ func bareBuild(e *benchEnv, prefix string) func() benchCycle {
 			if err == nil {
 				err = unix.Unlinkat(e.resultTmpFd, tmps[i], unix.AT_REMOVEDIR)
 			}
-			if spare != nil { // as storeBuild waits for the spare
-				m := <-spare
-				spare = make(chan made, 1)
-				spare <- m
+			mu.Lock()
+			pending := spare
+			mu.Unlock()
+			if pending != nil {
+				<-pending.done
 			}
 			return err
 		}
