@@ -181,8 +181,20 @@ func (s *Store) buildDir(base string, w *workVol) (tmp string, tmpFd int, err er
 		if sp := s.takeSpare(base); sp != nil {
 			err := s.useSpare(sp, base, w)
 			if err == nil {
-				if tmp, err = s.moveToTmp(s.resultTmpFd, sp.tmp, s.resultTmpFd, "b"); err == nil {
+				tmp, err = s.moveToTmp(s.resultTmpFd, sp.tmp, s.resultTmpFd, "b")
+			}
+			if err == nil {
+				// What was renamed must be the spare's directory, not
+				// what a step put in its place.
+				var have, want unix.Stat_t
+				if unix.Fstatat(s.resultTmpFd, tmp, &have, unix.AT_SYMLINK_NOFOLLOW) == nil && unix.Fstat(sp.fd, &want) == nil &&
+					have.Dev == want.Dev && have.Ino == want.Ino {
 					return tmp, sp.fd, nil
+				}
+				err = fmt.Errorf("%w: %s/%s is not the spare's directory", ErrWorkReplaced, resultTmpDir, sp.tmp)
+				sp.tmp = tmp // what is there goes, as the spare
+				if merr := s.removeMoved(sp.fd, "spare directory", ""); merr != nil {
+					s.log.Error(merr, "removing a spare a step moved failed")
 				}
 			}
 			s.log.V(1).Info("spare work subvolume not used", "base", base, "err", err.Error())

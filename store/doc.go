@@ -218,7 +218,9 @@
 // deleted subvolumes. Open refuses a read-only mount; after a read-write
 // remount it repairs what the interrupted operations left. The store
 // keeps no file open for writing, so that the filesystem can be remounted
-// read-only while it is open.
+// read-only while it is open, between operations (a spare work subvolume
+// being made counts as one, for the milliseconds of its snapshot after
+// the Build that started it returned).
 //
 // # Concurrency and privileges
 //

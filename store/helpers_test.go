@@ -93,17 +93,26 @@ func assertNoTmp(t testing.TB, s *Store) {
 // subvolumes (see spare.go), which a store holds between builds.
 func tmpEntries(t testing.TB, dir string) []string {
 	t.Helper()
-	return slices.DeleteFunc(entries(t, dir), isSpare)
+	names := entries(t, dir)
+	if filepath.Base(dir) != resultTmpDir {
+		return names
+	}
+	return slices.DeleteFunc(names, isSpare)
 }
 
-// waitSpares waits until the spares s is making are made, so that no
-// snapshot is in flight (a read-only remount would fail with EBUSY).
+// waitSpares waits until the spares s is making are made and those it
+// evicted removed, so that no snapshot or delete is in flight (a
+// read-only remount would fail with EBUSY).
 func waitSpares(s *Store) {
 	s.spares.mu.Lock()
 	sps := slices.Collect(maps.Values(s.spares.by))
+	evicting := slices.Collect(maps.Keys(s.spares.evicting))
 	s.spares.mu.Unlock()
 	for _, sp := range sps {
 		<-sp.done
+	}
+	for _, ch := range evicting {
+		<-ch
 	}
 }
 

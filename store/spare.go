@@ -1,10 +1,16 @@
 package store
 
 import (
+	"cmp"
 	"errors"
 	"io/fs"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 
+	"github.com/btrstore/btrstore/internal/beneath"
+	"github.com/btrstore/btrstore/internal/mountinfo"
 	"github.com/btrstore/btrstore/ioctl"
 	"golang.org/x/sys/unix"
 )
@@ -22,6 +28,7 @@ import (
 var (
 	errSpareStale   = errors.New("its base was deleted and made again since")
 	errSpareChanged = errors.New("something in it changed since it was made")
+	errSpareMounted = errors.New("something was mounted on it")
 )
 
 // maxSpares bounds the spares held at once (one per base): a base that
@@ -41,6 +48,8 @@ type spare struct {
 	tmp  string           // its build directory, result-tmp/<tmp>
 	fd   int              // open on the build directory; -1 if making it failed
 	mark ioctl.ChangeMark // the work subvolume as made
+
+	mounted bool // a mount was seen on or below it; guarded by spares.mu
 }
 
 // spares is the store's table of spares.
@@ -50,6 +59,12 @@ type spares struct {
 	by   map[string]*spare // by base: made or being made; guarded by mu
 	uses map[string]int    // builds started on each base; guarded by mu
 	seq  uint64            // spares wanted so far; guarded by mu
+	// evicting holds a channel per evicted spare being removed, closed
+	// when it is; guarded by mu.
+	evicting map[chan struct{}]struct{}
+	// mountsFd is open on /proc/self/mountinfo, polled for changes of
+	// the mount table (spareMounted); -1 without spares.
+	mountsFd int
 }
 
 // takeSpare returns the spare for base, made, and has the next one made;
@@ -108,17 +123,26 @@ func (s *Store) makeSpare(base string) {
 		}
 		delete(t.by, evicted.base)
 	}
+	var evicting chan struct{} // closed once evicted is removed
+	if evicted != nil {
+		evicting = make(chan struct{})
+		t.evicting[evicting] = struct{}{}
+	}
 	t.seq++
 	sp := &spare{base: base, seq: t.seq, done: make(chan struct{}), fd: -1}
 	t.by[base] = sp
 	t.mu.Unlock()
 	go func() {
 		defer leave()
-		if evicted != nil {
-			s.removeSpare(evicted)
-		}
-		defer close(sp.done)
 		s.fillSpare(sp)
+		close(sp.done)
+		if evicted != nil { // after: its removal may wait for its base's lock
+			s.removeSpare(evicted)
+			t.mu.Lock()
+			delete(t.evicting, evicting)
+			t.mu.Unlock()
+			close(evicting)
+		}
 	}()
 }
 
@@ -169,12 +193,13 @@ func (s *Store) useSpare(sp *spare, base string, w *workVol) error {
 		return errSpareStale
 	}
 	changed, err := ioctl.ChangedSinceFd(w.fd, sp.mark)
-	if errors.Is(err, ioctl.ErrNotSupported) || errors.Is(err, fs.ErrPermission) {
-		// No kernel or privilege for the check: no more spares.
+	if errors.Is(err, ioctl.ErrNotSupported) {
+		// No kernel for the check: no more spares (Close removes those
+		// there are).
+		s.log.V(1).Info("spare work subvolumes off: the change check cannot be made", "err", err.Error())
 		s.spares.mu.Lock()
 		s.spares.on = false
 		s.spares.mu.Unlock()
-		s.log.V(1).Info("spare work subvolumes off: the change check cannot be made", "err", err.Error())
 	}
 	if err != nil {
 		return err
@@ -182,8 +207,49 @@ func (s *Store) useSpare(sp *spare, base string, w *workVol) error {
 	if changed {
 		return errSpareChanged
 	}
+	if mounted, err := s.spareMounted(sp); err != nil || mounted {
+		return cmp.Or(err, errSpareMounted)
+	}
 	s.markUsed(base)
 	return nil
+}
+
+// spareMounted reports whether a mount was made on or below spare sp's
+// directory: a step with CAP_SYS_ADMIN could mount something there that a
+// later build would run, and a mount changes nothing in the subvolume,
+// which is all ioctl.ChangedSinceFd sees. It costs one poll of
+// /proc/self/mountinfo, which reports a mount or unmount anywhere in the
+// namespace since the last poll; only then is the table read, and every
+// spare checked against it (the next poll no longer reports the change).
+func (s *Store) spareMounted(sp *spare) (bool, error) {
+	t := &s.spares
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fds := []unix.PollFd{{Fd: int32(t.mountsFd), Events: unix.POLLPRI}}
+	if _, err := beneath.Retry2(func() (int, error) { return unix.Poll(fds, 0) }); err != nil {
+		return true, &fs.PathError{Op: "poll", Path: "/proc/self/mountinfo", Err: err}
+	}
+	if fds[0].Revents&(unix.POLLPRI|unix.POLLERR) != 0 {
+		mounts, err := mountinfo.Read()
+		if err != nil {
+			return true, err
+		}
+		for _, o := range append(slices.Collect(maps.Values(t.by)), sp) {
+			select {
+			case <-o.done:
+			default:
+				o.mounted = true // being made: its directory cannot be told yet
+				continue
+			}
+			dir := s.realRoot + "/" + resultTmpDir + "/" + o.tmp
+			for _, m := range mounts {
+				if m.MountPoint == dir || strings.HasPrefix(m.MountPoint, dir+"/") {
+					o.mounted = true
+				}
+			}
+		}
+	}
+	return sp.mounted, nil
 }
 
 // removeSpare removes spare sp, once made: its build directory and its
@@ -215,15 +281,37 @@ func (s *Store) dropSpare(base string) {
 	}
 }
 
-// dropSpares removes every spare; for Close, once nothing makes them.
+// dropSpares removes every spare and closes the mount table; for Close,
+// once nothing makes them.
 func (s *Store) dropSpares() {
 	t := &s.spares
 	t.mu.Lock()
 	all := t.by
 	t.by = map[string]*spare{}
 	t.on = false
+	if t.mountsFd >= 0 {
+		unix.Close(t.mountsFd)
+		t.mountsFd = -1
+	}
 	t.mu.Unlock()
 	for _, sp := range all {
 		s.removeSpare(sp)
 	}
+}
+
+// openSpares sets spares up for Open: on if deletes are one ioctl, the
+// kernel has the change check (5.10) and the mount table can be polled.
+func (s *Store) openSpares(on bool) {
+	s.spares = spares{by: map[string]*spare{}, uses: map[string]int{}, evicting: map[chan struct{}]struct{}{}, mountsFd: -1}
+	if !on || s.realRoot == "" {
+		return
+	}
+	fd, err := unix.Open("/proc/self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		s.log.V(1).Info("no spare work subvolumes: /proc/self/mountinfo cannot be polled", "err", err.Error())
+		return
+	}
+	// The first poll reports a change: take it now, with no spare yet.
+	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLPRI}}, 0)
+	s.spares.on, s.spares.mountsFd = true, fd
 }

@@ -240,3 +240,70 @@ func TestSpareEviction(t *testing.T) {
 	}
 	checkInvariants(t, s.Root())
 }
+
+// A mount on a spare (a step with CAP_SYS_ADMIN could plant tools there)
+// changes nothing in its subvolume, but the spare is not used: the next
+// build does not see what is mounted, and the spare goes with its mount.
+func TestSpareMountedNotUsed(t *testing.T) {
+	s, _ := newStore(t)
+	must(t, s.Build(t.Context(), "base", "", func(_ context.Context, dir string) error {
+		return os.Mkdir(filepath.Join(dir, "bin"), 0o755)
+	}))
+	spareBuild(t, s, "a", "base")
+	spareBuild(t, s, "b", "base")
+	sp := sparesIn(t, s)
+	if len(sp) != 1 {
+		t.Fatalf("spares %v, want one", sp)
+	}
+	bin := filepath.Join(s.Root(), resultTmpDir, sp[0], workName, "bin")
+	must(t, unix.Mount("tmpfs", bin, "tmpfs", 0, "size=1m"))
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			unix.Unmount(bin, unix.MNT_DETACH)
+		}
+	})
+	must(t, writeFile(bin, "trojan", "x"))
+	var inBin []string
+	must(t, s.Build(t.Context(), "c", "base", func(_ context.Context, dir string) error {
+		var err error
+		inBin, err = invNames(filepath.Join(dir, "bin"))
+		return err
+	}))
+	if len(inBin) != 0 {
+		t.Errorf("the step saw %v in bin: the mounted spare was used", inBin)
+	}
+	if slices.Contains(sparesIn(t, s), sp[0]) {
+		t.Errorf("the mounted spare %s is still there", sp[0])
+	} else {
+		mounted = false // detached with it
+	}
+	checkInvariants(t, s.Root())
+}
+
+// A spare whose directory a step replaced (moved away, a directory of its
+// own in its place) is not used, and both go.
+func TestSpareDirectoryReplaced(t *testing.T) {
+	s, _ := newStore(t)
+	buildEmpty(t, s, "base", "")
+	spareBuild(t, s, "a", "base")
+	spareBuild(t, s, "b", "base")
+	sp := sparesIn(t, s)
+	if len(sp) != 1 {
+		t.Fatalf("spares %v, want one", sp)
+	}
+	tmp := filepath.Join(s.Root(), resultTmpDir)
+	must(t, os.Rename(filepath.Join(tmp, sp[0]), filepath.Join(tmp, "moved")))
+	must(t, os.MkdirAll(filepath.Join(tmp, sp[0], workName), 0o755))
+	must(t, writeFile(filepath.Join(tmp, sp[0], workName), "planted", "x"))
+	seen, _ := spareBuild(t, s, "c", "base")
+	if want := []string{"out"}; !slices.Equal(seen, want) {
+		t.Errorf("the step saw %v, want %v", seen, want)
+	}
+	for _, n := range []string{"moved", sp[0]} {
+		if _, err := os.Lstat(filepath.Join(tmp, n)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("result-tmp/%s is still there: %v", n, err)
+		}
+	}
+	assertNoTmp(t, s)
+}

@@ -184,8 +184,6 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 		rootFd: -1, resultFd: -1, resultTmpFd: -1, cacheFd: -1, cacheTmpFd: -1, lockFd: -1}
 	m, _ := mechanismsFor(r) // admit checked that they work
 	s.deletes, s.commitOnlyWait = m.deletes, m.commitOnlyWait
-	// Spares need a delete of one ioctl and the change check (5.10).
-	s.spares = spares{on: s.deletes == deleteIoctl && r.Kernel.AtLeast(5, 10), by: map[string]*spare{}, uses: map[string]int{}}
 	s.logMechanisms(r)
 	s.opsDone.L = &s.opsMu
 	var nonce [6]byte
@@ -200,6 +198,8 @@ func Open(ctx context.Context, root string, cfg Config) (*Store, error) {
 		s.closeFds()
 		return nil, fmt.Errorf("btrstore: open %s: repair: %w", abs, err)
 	}
+	// Spares need a delete of one ioctl and the change check (5.10).
+	s.openSpares(s.deletes == deleteIoctl && r.Kernel.AtLeast(5, 10))
 	s.log.V(1).Info("store opened", "root", abs)
 	return s, nil
 }
