@@ -17,8 +17,9 @@ import (
 
 // Spare work subvolumes (see the package documentation): made ahead for
 // a base with two builds since Open, one per base and maxSpares in all;
-// taken only if its source is the base's subvolume now (by UUID) and
-// nothing in it changed since it was made (ioctl.ChangedSinceFd);
+// taken only if its source is the base's subvolume now (by UUID),
+// nothing in it changed since it was made (ioctl.ChangedSinceFd) and
+// nothing is mounted on or below it (spareMounted);
 // removed with the base (Delete, Prune) and on Close. Not made where a
 // delete costs O(files) (rootless) or before 5.10 (no change check). A
 // spare is result-tmp/s<n>/work; the build that takes it renames s<n> to
