@@ -186,9 +186,7 @@ func (s *Store) buildDir(base string, w *workVol) (tmp string, tmpFd int, err er
 			if err == nil {
 				// What was renamed must be the spare's directory, not
 				// what a step put in its place.
-				var have, want unix.Stat_t
-				if unix.Fstatat(s.resultTmpFd, tmp, &have, unix.AT_SYMLINK_NOFOLLOW) == nil && unix.Fstat(sp.fd, &want) == nil &&
-					have.Dev == want.Dev && have.Ino == want.Ino {
+				if holds(s.resultTmpFd, tmp, sp.fd) {
 					return tmp, sp.fd, nil
 				}
 				err = fmt.Errorf("%w: %s/%s is not the spare's directory", ErrWorkReplaced, resultTmpDir, sp.tmp)
@@ -452,9 +450,7 @@ func (s *Store) removeMoved(fd int, what, made string) error {
 	}
 	defer unix.Close(pfd)
 	dir, _ := beneath.Split(rel)
-	var have, want unix.Stat_t
-	if unix.Fstat(fd, &want) != nil || unix.Fstatat(pfd, base, &have, unix.AT_SYMLINK_NOFOLLOW) != nil ||
-		have.Dev != want.Dev || have.Ino != want.Ino {
+	if !holds(pfd, base, fd) {
 		return fmt.Errorf("the step moved its %s to %s, which no longer holds it; not removed", what, rel)
 	}
 	s.log.Info("removing what a build moved away", "what", what, "path", rel)

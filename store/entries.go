@@ -121,6 +121,14 @@ func exchange(dirFd int, a, b string) error {
 	return nil
 }
 
+// holds reports whether the entry name of dirFd (not followed) is the
+// file open as fd: the same device and inode.
+func holds(dirFd int, name string, fd int) bool {
+	var have, want unix.Stat_t
+	return unix.Fstat(fd, &want) == nil && unix.Fstatat(dirFd, name, &have, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		have.Dev == want.Dev && have.Ino == want.Ino
+}
+
 // moveNoReplace renames, failing with EEXIST rather than replacing.
 func moveNoReplace(fromFd int, from string, toFd int, to string) error {
 	if err := unix.Renameat2(fromFd, from, toFd, to, unix.RENAME_NOREPLACE); err != nil {

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/btrstore/btrstore/internal/beneath"
@@ -244,7 +243,7 @@ func (s *Store) spareMounted(sp *spare) (bool, error) {
 			}
 			dir := s.realRoot + "/" + resultTmpDir + "/" + o.tmp
 			for _, m := range mounts {
-				if m.MountPoint == dir || strings.HasPrefix(m.MountPoint, dir+"/") {
+				if m.OnOrBelow(dir) {
 					o.mounted = true
 				}
 			}

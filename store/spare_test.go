@@ -38,6 +38,20 @@ func spareBuild(t testing.TB, s *Store, id, base string) (seen []string, dir str
 	return seen, dir
 }
 
+// oneSpare builds base-a and base-b on base, which has the second build
+// make a spare, and returns the spare's directory, failing unless it is
+// the only one.
+func oneSpare(t testing.TB, s *Store, base string) string {
+	t.Helper()
+	spareBuild(t, s, base+"-a", base)
+	spareBuild(t, s, base+"-b", base)
+	sp := sparesIn(t, s)
+	if len(sp) != 1 {
+		t.Fatalf("spares %v, want one", sp)
+	}
+	return sp[0]
+}
+
 // The second build on a base has a spare made; the third takes it, under a
 // fresh build directory name, and has the next one made; what the step
 // sees and what the result holds are as without spares.
@@ -126,13 +140,8 @@ func TestSpareChangedNotUsed(t *testing.T) {
 		t.Run(change.name, func(t *testing.T) {
 			s, _ := newStore(t)
 			buildEmpty(t, s, "base", "")
-			spareBuild(t, s, "a", "base")
-			spareBuild(t, s, "b", "base")
-			sp := sparesIn(t, s)
-			if len(sp) != 1 {
-				t.Fatalf("spares %v, want one", sp)
-			}
-			must(t, change.do(filepath.Join(s.Root(), resultTmpDir, sp[0], workName)))
+			sp := oneSpare(t, s, "base")
+			must(t, change.do(filepath.Join(s.Root(), resultTmpDir, sp, workName)))
 			seen, _ := spareBuild(t, s, "c", "base")
 			if want := []string{"out"}; !slices.Equal(seen, want) {
 				t.Errorf("the step saw %v, want %v: the changed spare was used", seen, want)
@@ -147,8 +156,8 @@ func TestSpareChangedNotUsed(t *testing.T) {
 			if st.Mode&0o777 != 0o755 {
 				t.Errorf("result c's root has mode %o, want base's 755", st.Mode&0o777)
 			}
-			if slices.Contains(sparesIn(t, s), sp[0]) {
-				t.Errorf("the changed spare %s is still there", sp[0])
+			if slices.Contains(sparesIn(t, s), sp) {
+				t.Errorf("the changed spare %s is still there", sp)
 			}
 		})
 	}
@@ -160,11 +169,7 @@ func TestSpareChangedNotUsed(t *testing.T) {
 func TestSpareStaleBase(t *testing.T) {
 	s, _ := newStore(t)
 	buildEmpty(t, s, "base", "")
-	spareBuild(t, s, "a", "base")
-	spareBuild(t, s, "b", "base")
-	if len(sparesIn(t, s)) != 1 {
-		t.Fatal("no spare")
-	}
+	oneSpare(t, s, "base")
 	root := s.Root()
 	must(t, os.Rename(filepath.Join(root, resultDir, "base"), filepath.Join(root, resultDir, "old")))
 	must(t, s.Build(t.Context(), "base", "", func(_ context.Context, dir string) error { return writeFile(dir, "out", "new base") }))
@@ -249,13 +254,8 @@ func TestSpareMountedNotUsed(t *testing.T) {
 	must(t, s.Build(t.Context(), "base", "", func(_ context.Context, dir string) error {
 		return os.Mkdir(filepath.Join(dir, "bin"), 0o755)
 	}))
-	spareBuild(t, s, "a", "base")
-	spareBuild(t, s, "b", "base")
-	sp := sparesIn(t, s)
-	if len(sp) != 1 {
-		t.Fatalf("spares %v, want one", sp)
-	}
-	bin := filepath.Join(s.Root(), resultTmpDir, sp[0], workName, "bin")
+	sp := oneSpare(t, s, "base")
+	bin := filepath.Join(s.Root(), resultTmpDir, sp, workName, "bin")
 	must(t, unix.Mount("tmpfs", bin, "tmpfs", 0, "size=1m"))
 	mounted := true
 	t.Cleanup(func() {
@@ -273,8 +273,8 @@ func TestSpareMountedNotUsed(t *testing.T) {
 	if len(inBin) != 0 {
 		t.Errorf("the step saw %v in bin: the mounted spare was used", inBin)
 	}
-	if slices.Contains(sparesIn(t, s), sp[0]) {
-		t.Errorf("the mounted spare %s is still there", sp[0])
+	if slices.Contains(sparesIn(t, s), sp) {
+		t.Errorf("the mounted spare %s is still there", sp)
 	} else {
 		mounted = false // detached with it
 	}
@@ -286,21 +286,16 @@ func TestSpareMountedNotUsed(t *testing.T) {
 func TestSpareDirectoryReplaced(t *testing.T) {
 	s, _ := newStore(t)
 	buildEmpty(t, s, "base", "")
-	spareBuild(t, s, "a", "base")
-	spareBuild(t, s, "b", "base")
-	sp := sparesIn(t, s)
-	if len(sp) != 1 {
-		t.Fatalf("spares %v, want one", sp)
-	}
+	sp := oneSpare(t, s, "base")
 	tmp := filepath.Join(s.Root(), resultTmpDir)
-	must(t, os.Rename(filepath.Join(tmp, sp[0]), filepath.Join(tmp, "moved")))
-	must(t, os.MkdirAll(filepath.Join(tmp, sp[0], workName), 0o755))
-	must(t, writeFile(filepath.Join(tmp, sp[0], workName), "planted", "x"))
+	must(t, os.Rename(filepath.Join(tmp, sp), filepath.Join(tmp, "moved")))
+	must(t, os.MkdirAll(filepath.Join(tmp, sp, workName), 0o755))
+	must(t, writeFile(filepath.Join(tmp, sp, workName), "planted", "x"))
 	seen, _ := spareBuild(t, s, "c", "base")
 	if want := []string{"out"}; !slices.Equal(seen, want) {
 		t.Errorf("the step saw %v, want %v", seen, want)
 	}
-	for _, n := range []string{"moved", sp[0]} {
+	for _, n := range []string{"moved", sp} {
 		if _, err := os.Lstat(filepath.Join(tmp, n)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("result-tmp/%s is still there: %v", n, err)
 		}

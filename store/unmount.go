@@ -38,7 +38,7 @@ func (s *Store) detachMounts(d dir, name string) error {
 		var top *mountinfo.Mount
 		for i := range mounts {
 			m := &mounts[i]
-			if m.MountPoint != target && !strings.HasPrefix(m.MountPoint, target+"/") {
+			if !m.OnOrBelow(target) {
 				continue
 			}
 			if top == nil || strings.Count(m.MountPoint, "/") < strings.Count(top.MountPoint, "/") {

@@ -50,6 +50,12 @@ func (m Mount) HasOption(opt string) bool {
 	return false
 }
 
+// OnOrBelow reports whether m is mounted on the absolute path dir or below
+// it (dir without a trailing slash).
+func (m Mount) OnOrBelow(dir string) bool {
+	return m.MountPoint == dir || strings.HasPrefix(m.MountPoint, dir+"/")
+}
+
 // Read parses /proc/self/mountinfo, read in one go (the kernel makes a
 // consistent snapshot of a read that fits its buffer).
 func Read() ([]Mount, error) {

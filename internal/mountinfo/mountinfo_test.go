@@ -157,3 +157,20 @@ func TestRead(t *testing.T) {
 	}
 	t.Errorf("no mount of / among %d mounts of /proc/self/mountinfo", len(mounts))
 }
+
+func TestOnOrBelow(t *testing.T) {
+	for _, tc := range []struct {
+		point string
+		want  bool
+	}{
+		{"/a/b", true},
+		{"/a/b/c", true},
+		{"/a/bc", false},
+		{"/a", false},
+		{"/", false},
+	} {
+		if got := (Mount{MountPoint: tc.point}).OnOrBelow("/a/b"); got != tc.want {
+			t.Errorf("mount on %s: OnOrBelow(/a/b) = %v, want %v", tc.point, got, tc.want)
+		}
+	}
+}
